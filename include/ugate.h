@@ -1,0 +1,325 @@
+/*
+ * ugate — an HTTP/1.1 server core for Linux io_uring (with an epoll baseline).
+ *
+ * This is the only public header. Conventions:
+ *   - Handles are opaque. Every name is prefixed ug_.
+ *   - Functions that can fail return 0 (or a count) on success and a negative errno on failure.
+ *   - "Loop thread" means the thread inside ug_server_run(). Unless a declaration says
+ *     otherwise, a function may be called only from the loop thread (that includes handlers,
+ *     timer callbacks and cancel callbacks, which always run there).
+ *   - The library installs no signal handlers and keeps no global mutable state: two servers
+ *     in one process are independent (each needs its own thread to run in).
+ */
+#ifndef UGATE_H
+#define UGATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UG_VERSION_MAJOR 0
+#define UG_VERSION_MINOR 1
+#define UG_VERSION_PATCH 0
+
+/** A server: one listening socket, one event loop, one thread. */
+typedef struct ug_server ug_server;
+
+/** A request in progress. Valid from the handler call until the response is complete
+ *  (ug_resp_send / ug_resp_end returned) or the cancel callback has returned, whichever
+ *  comes first; after that the pointer must not be used. To find a request again from
+ *  deferred work that may outlive it, keep ug_req_id() and call ug_req_find(). */
+typedef struct ug_request ug_request;
+
+/** A read-only view of bytes owned by someone else (never NUL-terminated). ptr is NULL
+ *  when the thing viewed is absent. */
+typedef struct ug_str {
+    const char *ptr;
+    size_t len;
+} ug_str;
+
+/* ------------------------------------------------------------------------------------------
+ * Configuration
+ * ---------------------------------------------------------------------------------------- */
+
+typedef enum ug_backend_kind {
+    UG_BACKEND_AUTO = 0, /**< io_uring if the kernel allows it, else epoll (logged once) */
+    UG_BACKEND_URING,
+    UG_BACKEND_EPOLL,
+} ug_backend_kind;
+
+typedef enum ug_log_level {
+    UG_LOG_ERROR = 0,
+    UG_LOG_WARN,
+    UG_LOG_INFO,
+    UG_LOG_DEBUG,
+} ug_log_level;
+
+/** Log sink. Called on the loop thread (or inside ug_server_create). msg is NUL-terminated
+ *  and valid only during the call. */
+typedef void (*ug_log_fn)(void *user, ug_log_level level, const char *msg);
+
+/** Server configuration. Fill with ug_config_init() and change what you need; the server
+ *  copies it (strings included) in ug_server_create(). Limits of 0 mean "use the default"
+ *  unless the field says otherwise. */
+typedef struct ug_config {
+    const char *host;  /**< address to bind; "127.0.0.1". IPv6 literals are accepted. */
+    uint16_t port;     /**< 8080; 0 picks a free port (read it with ug_server_port()) */
+    int backlog;       /**< listen(2) backlog; 4096 */
+    int listen_fd;     /**< -1, or an already listening socket the server takes over (it
+                            will close it); host/port/backlog are then ignored */
+    ug_backend_kind backend; /**< UG_BACKEND_AUTO */
+
+    uint32_t max_conns;        /**< concurrent connections; 16384. Slots are reserved as
+                                    address space and only touched when used. */
+    uint32_t max_header_bytes; /**< request line + header section; 8192, at most 65536.
+                                    Over it: 431 (414 when the URI alone is over max_uri_bytes) */
+    uint32_t max_headers;      /**< header fields per request; 64. Over it: 431 */
+    uint32_t max_uri_bytes;    /**< request-target length; 4096. Over it: 414 */
+    uint64_t max_body_bytes;   /**< request body; 1 MiB. Over it: 413 */
+
+    uint32_t idle_timeout_ms; /**< keep-alive wait for the next request's first byte; 60000 */
+    uint32_t read_header_timeout_ms; /**< from a request's first byte to the end of its
+                                          header section; 10000 → 408 and close */
+    uint32_t body_timeout_ms;  /**< longest gap between two reads of a body; 30000 → 408 */
+    uint32_t write_timeout_ms; /**< a send that makes no progress this long closes; 30000 */
+    uint32_t linger_ms; /**< how long a connection closed by the server keeps reading (and
+                             discarding, or during a drain, serving) what the client already
+                             sent, so that the client sees our response and FIN instead of a
+                             reset; 1000. See "Shutdown". */
+
+    uint32_t ring_entries;  /**< io_uring SQ size; 1024 (CQ is 4x) */
+    uint32_t recv_buffers;  /**< provided receive buffers shared by all connections; 1024 */
+    uint32_t recv_buffer_size; /**< bytes each; 4096 */
+
+    const char *server_name; /**< value of the Server header; "ugate". NULL: no header */
+    ug_log_fn log;           /**< NULL: errors and warnings go to stderr */
+    void *log_user;
+} ug_config;
+
+/** Fill cfg with the defaults documented above. Any thread. */
+void ug_config_init(ug_config *cfg);
+
+/* ------------------------------------------------------------------------------------------
+ * Server lifecycle
+ * ---------------------------------------------------------------------------------------- */
+
+/** Create a server: validate cfg, set up the backend, bind and listen (so the port is known
+ *  and connections queue in the kernel at once, even before ug_server_run). Any thread.
+ *  On success *out owns everything; free it with ug_server_free. Errors: -EINVAL (bad config),
+ *  -EADDRINUSE, -ENOMEM, -ENOSYS/-EPERM (backend refused by the kernel), ... */
+int ug_server_create(ug_server **out, const ug_config *cfg);
+
+/** Free a server that is not running (ug_server_run never called, or returned). Closes the
+ *  listener if still open. Any thread, but not concurrently with any other call on it. */
+void ug_server_free(ug_server *srv);
+
+/** The bound port (useful with port 0). Any thread. */
+uint16_t ug_server_port(const ug_server *srv);
+
+/** The backend actually in use: "io_uring" or "epoll". Static string. Any thread. */
+const char *ug_server_backend(const ug_server *srv);
+
+/* ------------------------------------------------------------------------------------------
+ * Routing and handlers
+ * ---------------------------------------------------------------------------------------- */
+
+/** What a handler tells the server when it returns. */
+typedef enum ug_handler_result {
+    /** The handler has responded (ug_resp_send, or ug_resp_start ... ug_resp_end). If it has
+     *  not, that is a bug: the server answers 500, closes the connection and counts it in
+     *  ug_stats.handler_no_response. */
+    UG_DONE = 0,
+    /** The handler will respond later, from the loop thread: a timer (ug_req_timer), work
+     *  posted back with ug_server_post, or its own I/O. It must also register a cancel
+     *  callback if that work could outlive the client. */
+    UG_LATER = 1,
+} ug_handler_result;
+
+/** A request handler. Runs on the loop thread; must not block. user is the pointer given to
+ *  ug_route. Return UG_DONE or UG_LATER. */
+typedef ug_handler_result (*ug_handler_fn)(ug_request *req, void *user);
+
+#define UG_ROUTE_EXACT 0u  /**< path must equal the route's path */
+#define UG_ROUTE_PREFIX 1u /**< path starts with the route's path */
+
+/** Register a route before ug_server_run. method is "GET", "POST", ... or NULL for any;
+ *  a GET route also answers HEAD (the body is suppressed). path is copied. Routes are tried
+ *  in registration order; the first match wins; no match → 404 (405 when only the method
+ *  differs). Returns 0, -EINVAL, -ENOMEM, or -EBUSY once the server runs. Any thread before
+ *  ug_server_run; not after. */
+int ug_route(ug_server *srv, const char *method, const char *path, unsigned flags,
+             ug_handler_fn handler, void *user);
+
+/* ------------------------------------------------------------------------------------------
+ * Requests (all views point into the connection's buffer and share the request's lifetime)
+ * ---------------------------------------------------------------------------------------- */
+
+ug_str ug_req_method(const ug_request *req);
+/** The request-target as sent ("/a/b?x=1"). */
+ug_str ug_req_target(const ug_request *req);
+/** The target up to '?', and after it (ptr NULL when there is no '?'). Not percent-decoded. */
+ug_str ug_req_path(const ug_request *req);
+ug_str ug_req_query(const ug_request *req);
+/** Value of the query parameter key (first match), not decoded; ptr NULL if absent. */
+ug_str ug_req_query_param(const ug_request *req, const char *key);
+/** HTTP minor version: 0 or 1. */
+int ug_req_http_minor(const ug_request *req);
+/** First header named name (case-insensitive); ptr NULL if absent. Values are trimmed. */
+ug_str ug_req_header(const ug_request *req, const char *name);
+/** Number of header fields, and the i-th (0-based) one. Returns 0 or -ERANGE. */
+size_t ug_req_header_count(const ug_request *req);
+int ug_req_header_at(const ug_request *req, size_t i, ug_str *name, ug_str *value);
+/** The whole request body (de-chunked), empty if none. */
+ug_str ug_req_body(const ug_request *req);
+/** The server this request belongs to. */
+ug_server *ug_req_server(const ug_request *req);
+
+/** A request's identity: never 0, never reused for another request of this server. */
+uint64_t ug_req_id(const ug_request *req);
+/** The request with that id if it is still waiting for its response, else NULL (it was
+ *  answered, cancelled or timed out). The safe way to respond from deferred work. */
+ug_request *ug_req_find(ug_server *srv, uint64_t id);
+
+/** Why a request was cancelled. */
+typedef enum ug_cancel_reason {
+    UG_CANCEL_CLIENT_GONE = 1, /**< the peer closed or reset the connection */
+    UG_CANCEL_DEADLINE,        /**< the shutdown deadline forced the connection closed */
+    UG_CANCEL_SERVER_FREE,     /**< the server stopped with the request unanswered */
+} ug_cancel_reason;
+
+/** Called once, on the loop thread, when a deferred request will never be answered. After it
+ *  returns the request pointer is invalid; drop whatever work was started for it. */
+typedef void (*ug_cancel_fn)(ug_request *req, ug_cancel_reason why, void *user);
+
+/** Set (or replace, or clear with NULL) the request's cancel callback. */
+void ug_req_on_cancel(ug_request *req, ug_cancel_fn fn, void *user);
+
+/** Timer callback for ug_req_timer. */
+typedef void (*ug_req_timer_fn)(ug_request *req, void *user);
+
+/** Call fn(req, user) on the loop thread after ms milliseconds, unless the request ends first
+ *  (then the timer is dropped silently). One timer per request; a second call replaces it.
+ *  Returns 0 or -ENOMEM. */
+int ug_req_timer(ug_request *req, uint32_t ms, ug_req_timer_fn fn, void *user);
+
+/* ------------------------------------------------------------------------------------------
+ * Responses. A request is answered exactly once: either ug_resp_send, or ug_resp_start,
+ * any number of ug_resp_write, then ug_resp_end. Calls after that return -EALREADY. Bytes
+ * passed in are copied; the caller keeps ownership of its buffers.
+ * ---------------------------------------------------------------------------------------- */
+
+/** Add a response header (before ug_resp_send / ug_resp_start). Name and value are copied.
+ *  -EINVAL if either contains CR, LF or NUL (header injection) or the name is empty. The
+ *  server sets Date, Server, Content-Length / Transfer-Encoding and Connection itself. */
+int ug_resp_header(ug_request *req, const char *name, const char *value);
+
+/** Send a complete response. content_type may be NULL (no Content-Type). For HEAD requests
+ *  the body is not sent (Content-Length still says its size). */
+int ug_resp_send(ug_request *req, int status, const char *content_type, const void *body,
+                 size_t len);
+
+/** Start a streamed response: the status line and headers go out now, the body follows in
+ *  chunks (Transfer-Encoding: chunked; for an HTTP/1.0 client the body is delimited by the
+ *  connection closing). */
+int ug_resp_start(ug_request *req, int status, const char *content_type);
+/** Queue one chunk of a streamed body (len 0 is a no-op). -ENOBUFS when more than 8 MiB are
+ *  queued unsent: the client is not reading; wait (e.g. on a timer) and try again. */
+int ug_resp_write(ug_request *req, const void *data, size_t len);
+/** Finish a streamed response. The request pointer is invalid after this returns. */
+int ug_resp_end(ug_request *req);
+
+/* ------------------------------------------------------------------------------------------
+ * Loop-thread services
+ * ---------------------------------------------------------------------------------------- */
+
+typedef void (*ug_post_fn)(ug_server *srv, void *user);
+
+/** Run fn(srv, user) on the loop thread soon. Any thread (not a signal handler: it may
+ *  allocate). Returns 0, -ENOMEM, or -ESHUTDOWN once the server has stopped. Posted work
+ *  still queued when ug_server_run returns runs before it returns. */
+int ug_server_post(ug_server *srv, ug_post_fn fn, void *user);
+
+/* ------------------------------------------------------------------------------------------
+ * Running and shutdown
+ * ---------------------------------------------------------------------------------------- */
+
+/** The accept gate's state. Transitions go only forward, each made once. */
+typedef enum ug_gate_state {
+    UG_GATE_OPEN = 0,  /**< accepting */
+    UG_GATE_LAME_DUCK, /**< shutdown requested with a drain delay: still accepting, /healthz
+                            routes should answer 503, responses carry Connection: close */
+    UG_GATE_DRAINING,  /**< no new connection is taken; requests in progress finish */
+    UG_GATE_CLOSED,    /**< every connection has ended; ug_server_run returns */
+} ug_gate_state;
+
+/** Options for ug_server_shutdown. Zero-initialise, then set what you need. */
+typedef struct ug_shutdown_opts {
+    uint32_t drain_delay_ms;   /**< lame-duck period before the gate closes; 0 */
+    uint32_t drain_timeout_ms; /**< deadline for the drain, from the gate closing; 0 = 30000 */
+    int immediate;             /**< non-zero: close every connection now (deadline 0) */
+} ug_shutdown_opts;
+
+/** What a run ended with. */
+typedef struct ug_report {
+    uint64_t conns_at_close;     /**< connections open when the gate closed */
+    uint64_t conns_drained;      /**< ... of which ended normally during the drain */
+    uint64_t conns_forced;       /**< ... of which the deadline closed */
+    uint64_t requests_drained;   /**< requests answered after the gate closed */
+    uint64_t requests_forced;    /**< requests the deadline cancelled unanswered */
+    uint64_t accepted_at_close;  /**< connections taken from the accept queue while closing
+                                      (accept CQEs racing the cancel, and the backlog drain) */
+    uint64_t accepted_after_close; /**< connections accepted after the close point: always 0 */
+    uint64_t lame_duck_us;       /**< time in LAME_DUCK */
+    uint64_t close_us;           /**< from the gate closing to the listener being closed */
+    uint64_t drain_us;           /**< from the gate closing to the last connection ending */
+} ug_report;
+
+/** Run the loop on the calling thread until the server is CLOSED (after ug_server_shutdown).
+ *  Fills *report if not NULL. Returns 0 when everything drained, 1 when the deadline forced
+ *  anything, or a negative errno if the loop failed (the server is then CLOSED as well:
+ *  every connection closed, every pending request cancelled). Call at most once. */
+int ug_server_run(ug_server *srv, ug_report *report);
+
+/** Ask the server to shut down. Any thread, and async-signal-safe: it only stores to atomics
+ *  and writes to an eventfd. opts may be NULL (defaults). The first call decides the delay and
+ *  timeout; later calls are harmless, except that one with immediate set forces an
+ *  immediate close even after a graceful shutdown has begun. Returns 0, or -ESHUTDOWN if the
+ *  server is already CLOSED. */
+int ug_server_shutdown(ug_server *srv, const ug_shutdown_opts *opts);
+
+/** The gate state. Any thread. */
+ug_gate_state ug_server_state(const ug_server *srv);
+
+/* ------------------------------------------------------------------------------------------
+ * Counters
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct ug_stats {
+    uint64_t conns_accepted;
+    uint64_t conns_closed;
+    uint64_t conns_open;
+    uint64_t requests;            /**< requests parsed and dispatched (or answered with an error) */
+    uint64_t responses[6];        /**< by class: [1] 1xx ... [5] 5xx; [0] unused */
+    uint64_t bad_requests;        /**< answered 4xx/5xx by the parser (400/413/414/431/501/505) */
+    uint64_t handler_no_response; /**< handlers that returned UG_DONE without responding */
+    uint64_t requests_cancelled;  /**< cancel callbacks fired */
+    uint64_t conns_reset;         /**< connections that ended with an error (reset, EPIPE) */
+    uint64_t timeouts_idle;
+    uint64_t timeouts_read_header;
+    uint64_t timeouts_body;
+    uint64_t timeouts_write;
+    uint64_t accept_rearms;       /**< multishot accepts re-armed after a CQE without F_MORE */
+    uint64_t recv_rearms;         /**< multishot recvs re-armed (ENOBUFS, CQ overflow) */
+    uint64_t accept_errors;       /**< accept completions with an error other than cancel */
+} ug_stats;
+
+/** Copy the counters. Loop thread, or any thread once ug_server_run has returned. */
+void ug_server_stats(const ug_server *srv, ug_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UGATE_H */
