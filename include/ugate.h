@@ -65,11 +65,11 @@ typedef void (*ug_log_fn)(void *user, ug_log_level level, const char *msg);
  *  copies it (strings included) in ug_server_create(). Limits of 0 mean "use the default"
  *  unless the field says otherwise. */
 typedef struct ug_config {
-    const char *host;  /**< address to bind; "127.0.0.1". IPv6 literals are accepted. */
-    uint16_t port;     /**< 8080; 0 picks a free port (read it with ug_server_port()) */
-    int backlog;       /**< listen(2) backlog; 4096 */
-    int listen_fd;     /**< -1, or an already listening socket the server takes over (it
-                            will close it); host/port/backlog are then ignored */
+    const char *host;        /**< address to bind; "127.0.0.1". IPv6 literals are accepted. */
+    uint16_t port;           /**< 8080; 0 picks a free port (read it with ug_server_port()) */
+    int backlog;             /**< listen(2) backlog; 4096 */
+    int listen_fd;           /**< -1, or an already listening socket the server takes over (it
+                                  will close it); host/port/backlog are then ignored */
     ug_backend_kind backend; /**< UG_BACKEND_AUTO */
 
     uint32_t max_conns;        /**< concurrent connections; 16384. Slots are reserved as
@@ -83,15 +83,20 @@ typedef struct ug_config {
     uint32_t idle_timeout_ms; /**< keep-alive wait for the next request's first byte; 60000 */
     uint32_t read_header_timeout_ms; /**< from a request's first byte to the end of its
                                           header section; 10000 → 408 and close */
-    uint32_t body_timeout_ms;  /**< longest gap between two reads of a body; 30000 → 408 */
-    uint32_t write_timeout_ms; /**< a send that makes no progress this long closes; 30000 */
-    uint32_t linger_ms; /**< how long a connection closed by the server keeps reading (and
-                             discarding, or during a drain, serving) what the client already
-                             sent, so that the client sees our response and FIN instead of a
-                             reset; 1000. See "Shutdown". */
+    uint32_t body_timeout_ms;        /**< longest gap between two reads of a body; 30000 → 408 */
+    uint32_t write_timeout_ms;       /**< a send that makes no progress this long closes; 30000 */
+    uint32_t linger_ms;      /**< how long a connection closed by the server keeps reading (and
+                                  discarding, or during a drain, serving) what the client already
+                                  sent, so that the client sees our response and FIN instead of a
+                                  reset; 1000. See "Shutdown". */
+    uint32_t gate_settle_ms; /**< when the gate closes, how long the listener (already
+                                  dropping new SYNs) waits for handshakes under way before it
+                                  closes; 2. Loopback and LAN handshakes take microseconds;
+                                  raise it to your clients' RTT for WAN clients. See
+                                  ug_server_shutdown. 0 closes at once. */
 
-    uint32_t ring_entries;  /**< io_uring SQ size; 1024 (CQ is 4x) */
-    uint32_t recv_buffers;  /**< provided receive buffers shared by all connections; 1024 */
+    uint32_t ring_entries;     /**< io_uring SQ size; 1024 (CQ is 4x) */
+    uint32_t recv_buffers;     /**< provided receive buffers shared by all connections; 1024 */
     uint32_t recv_buffer_size; /**< bytes each; 4096 */
 
     const char *server_name; /**< value of the Server header; "ugate". NULL: no header */
@@ -264,17 +269,17 @@ typedef struct ug_shutdown_opts {
 
 /** What a run ended with. */
 typedef struct ug_report {
-    uint64_t conns_at_close;     /**< connections open when the gate closed */
-    uint64_t conns_drained;      /**< ... of which ended normally during the drain */
-    uint64_t conns_forced;       /**< ... of which the deadline closed */
-    uint64_t requests_drained;   /**< requests answered after the gate closed */
-    uint64_t requests_forced;    /**< requests the deadline cancelled unanswered */
-    uint64_t accepted_at_close;  /**< connections taken from the accept queue while closing
-                                      (accept CQEs racing the cancel, and the backlog drain) */
+    uint64_t conns_at_close;       /**< connections open when the gate closed */
+    uint64_t conns_drained;        /**< ... of which ended normally during the drain */
+    uint64_t conns_forced;         /**< ... of which the deadline closed */
+    uint64_t requests_drained;     /**< requests answered after the gate closed */
+    uint64_t requests_forced;      /**< requests the deadline cancelled unanswered */
+    uint64_t accepted_at_close;    /**< connections taken from the accept queue while closing
+                                        (accept CQEs racing the cancel, and the backlog drain) */
     uint64_t accepted_after_close; /**< connections accepted after the close point: always 0 */
-    uint64_t lame_duck_us;       /**< time in LAME_DUCK */
-    uint64_t close_us;           /**< from the gate closing to the listener being closed */
-    uint64_t drain_us;           /**< from the gate closing to the last connection ending */
+    uint64_t lame_duck_us;         /**< time in LAME_DUCK */
+    uint64_t close_us;             /**< from the gate closing to the listener being closed */
+    uint64_t drain_us;             /**< from the gate closing to the last connection ending */
 } ug_report;
 
 /** Run the loop on the calling thread until the server is CLOSED (after ug_server_shutdown).
@@ -311,9 +316,9 @@ typedef struct ug_stats {
     uint64_t timeouts_read_header;
     uint64_t timeouts_body;
     uint64_t timeouts_write;
-    uint64_t accept_rearms;       /**< multishot accepts re-armed after a CQE without F_MORE */
-    uint64_t recv_rearms;         /**< multishot recvs re-armed (ENOBUFS, CQ overflow) */
-    uint64_t accept_errors;       /**< accept completions with an error other than cancel */
+    uint64_t accept_rearms; /**< multishot accepts re-armed after a CQE without F_MORE */
+    uint64_t recv_rearms;   /**< multishot recvs re-armed (ENOBUFS, CQ overflow) */
+    uint64_t accept_errors; /**< accept completions with an error other than cancel */
 } ug_stats;
 
 /** Copy the counters. Loop thread, or any thread once ug_server_run has returned. */

@@ -1,0 +1,95 @@
+#include "timer.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#define NOT_ARMED UINT32_MAX
+
+void ug__timer_init(ug__timer *t, ug__timer_fn fn) {
+    t->deadline_ms = 0;
+    t->heap_idx = NOT_ARMED;
+    t->fn = fn;
+}
+
+int ug__timer_armed(const ug__timer *t) {
+    return t->heap_idx != NOT_ARMED;
+}
+
+static void place(ug__timer_heap *h, uint32_t i, ug__timer *t) {
+    h->v[i] = t;
+    t->heap_idx = i;
+}
+
+static void sift_up(ug__timer_heap *h, uint32_t i) {
+    ug__timer *t = h->v[i];
+    while (i > 0) {
+        uint32_t parent = (i - 1) / 2;
+        if (h->v[parent]->deadline_ms <= t->deadline_ms) break;
+        place(h, i, h->v[parent]);
+        i = parent;
+    }
+    place(h, i, t);
+}
+
+static void sift_down(ug__timer_heap *h, uint32_t i) {
+    ug__timer *t = h->v[i];
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        uint64_t best = t->deadline_ms;
+        if (l < h->n && h->v[l]->deadline_ms < best) m = l, best = h->v[l]->deadline_ms;
+        if (r < h->n && h->v[r]->deadline_ms < best) m = r;
+        if (m == i) break;
+        place(h, i, h->v[m]);
+        i = m;
+    }
+    place(h, i, t);
+}
+
+void ug__timer_stop(ug__timer_heap *h, ug__timer *t) {
+    uint32_t i = t->heap_idx;
+    if (i == NOT_ARMED) return;
+    t->heap_idx = NOT_ARMED;
+    ug__timer *last = h->v[--h->n];
+    if (i == h->n) return;
+    place(h, i, last);
+    if (i > 0 && h->v[(i - 1) / 2]->deadline_ms > last->deadline_ms)
+        sift_up(h, i);
+    else
+        sift_down(h, i);
+}
+
+int ug__timer_start(ug__timer_heap *h, ug__timer *t, uint64_t deadline_ms) {
+    ug__timer_stop(h, t);
+    if (h->n == h->cap) {
+        uint32_t cap = h->cap ? h->cap * 2 : 64;
+        ug__timer **v = realloc(h->v, (size_t)cap * sizeof *v);
+        if (!v) return -ENOMEM;
+        h->v = v;
+        h->cap = cap;
+    }
+    t->deadline_ms = deadline_ms;
+    place(h, h->n++, t);
+    sift_up(h, t->heap_idx);
+    return 0;
+}
+
+uint64_t ug__timer_next(const ug__timer_heap *h) {
+    return h->n ? h->v[0]->deadline_ms : UINT64_MAX;
+}
+
+unsigned ug__timer_run(ug__timer_heap *h, uint64_t now_ms, void *ctx) {
+    unsigned ran = 0;
+    while (h->n && h->v[0]->deadline_ms <= now_ms) {
+        ug__timer *t = h->v[0];
+        ug__timer_stop(h, t);
+        ran++;
+        t->fn(t, ctx);
+    }
+    return ran;
+}
+
+void ug__timer_heap_free(ug__timer_heap *h) {
+    free(h->v);
+    h->v = NULL;
+    h->n = h->cap = 0;
+}

@@ -1,0 +1,34 @@
+/* A binary min-heap of intrusive timers, for user and request timers (few, varied
+ * durations). Connection timeouts use the O(1) timeout queues in server.c instead. */
+#ifndef UG_TIMER_H
+#define UG_TIMER_H
+
+#include <stdint.h>
+
+typedef struct ug__timer ug__timer;
+typedef void (*ug__timer_fn)(ug__timer *t, void *ctx);
+
+struct ug__timer {
+    uint64_t deadline_ms;
+    uint32_t heap_idx; /* UINT32_MAX when not armed */
+    ug__timer_fn fn;
+};
+
+typedef struct ug__timer_heap {
+    ug__timer **v;
+    uint32_t n, cap;
+} ug__timer_heap;
+
+void ug__timer_init(ug__timer *t, ug__timer_fn fn);
+int ug__timer_armed(const ug__timer *t);
+/* Arm (or re-arm) t at deadline_ms. 0 or -ENOMEM (only when the heap must grow). */
+int ug__timer_start(ug__timer_heap *h, ug__timer *t, uint64_t deadline_ms);
+void ug__timer_stop(ug__timer_heap *h, ug__timer *t);
+/* Earliest deadline, or UINT64_MAX when empty. */
+uint64_t ug__timer_next(const ug__timer_heap *h);
+/* Pop and run every timer due at now_ms. A callback may start or stop timers. Returns the
+ * number run. */
+unsigned ug__timer_run(ug__timer_heap *h, uint64_t now_ms, void *ctx);
+void ug__timer_heap_free(ug__timer_heap *h);
+
+#endif
