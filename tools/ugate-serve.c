@@ -1,0 +1,314 @@
+/* ugate-serve: the demo server.
+ *
+ *   GET  /            200 text/plain "Hello, World!"
+ *   GET  /sleep?ms=N  200 text/plain "OK" after N ms (a loop timer; the loop never blocks)
+ *   POST /echo        200 with the request body
+ *   GET  /healthz     200 "ok"; 503 "draining" once shutdown has begun
+ *   anything else     404
+ *
+ * SIGTERM / SIGINT start a graceful shutdown; a second SIGINT forces the immediate variant.
+ * Exit status: 0 when everything drained, 1 when the deadline forced anything, 2 on error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <ugate.h>
+
+static ug_server *g_srv;
+static ug_shutdown_opts g_sd;
+static volatile sig_atomic_t g_sigint_count;
+
+static ug_handler_result hello(ug_request *req, void *user) {
+    (void)user;
+    static const char body[] = "Hello, World!";
+    ug_resp_send(req, 200, "text/plain", body, sizeof body - 1);
+    return UG_DONE;
+}
+
+static void sleep_done(ug_request *req, void *user) {
+    (void)user;
+    ug_resp_send(req, 200, "text/plain", "OK", 2);
+}
+
+static ug_handler_result sleep_handler(ug_request *req, void *user) {
+    (void)user;
+    ug_str v = ug_req_query_param(req, "ms");
+    unsigned long ms = 0;
+    for (size_t i = 0; v.ptr && i < v.len; i++) {
+        if (v.ptr[i] < '0' || v.ptr[i] > '9' || ms > 3600000) {
+            ug_resp_send(req, 400, "text/plain", "bad ms\n", 7);
+            return UG_DONE;
+        }
+        ms = ms * 10 + (unsigned long)(v.ptr[i] - '0');
+    }
+    if (ms > 3600000) ms = 3600000;
+    if (ug_req_timer(req, (uint32_t)ms, sleep_done, NULL) < 0) {
+        ug_resp_send(req, 503, "text/plain", "no timer\n", 9);
+        return UG_DONE;
+    }
+    return UG_LATER; /* nothing to cancel: the timer dies with the request */
+}
+
+static ug_handler_result echo(ug_request *req, void *user) {
+    (void)user;
+    ug_str body = ug_req_body(req);
+    ug_str ct = ug_req_header(req, "Content-Type");
+    char ctype[128] = "application/octet-stream";
+    if (ct.ptr && ct.len < sizeof ctype) {
+        memcpy(ctype, ct.ptr, ct.len);
+        ctype[ct.len] = 0;
+    }
+    if (ug_resp_send(req, 200, ctype, body.ptr, body.len) < 0)
+        ug_resp_send(req, 200, "application/octet-stream", body.ptr, body.len);
+    return UG_DONE;
+}
+
+static ug_handler_result healthz(ug_request *req, void *user) {
+    (void)user;
+    if (ug_server_state(ug_req_server(req)) != UG_GATE_OPEN)
+        ug_resp_send(req, 503, "text/plain", "draining", 8);
+    else
+        ug_resp_send(req, 200, "text/plain", "ok", 2);
+    return UG_DONE;
+}
+
+static void on_signal(int sig) {
+    /* ug_server_shutdown is async-signal-safe: atomics and an eventfd write. */
+    if (sig == SIGINT && ++g_sigint_count >= 2) {
+        ug_shutdown_opts now = g_sd;
+        now.immediate = 1;
+        ug_server_shutdown(g_srv, &now);
+        return;
+    }
+    ug_server_shutdown(g_srv, &g_sd);
+}
+
+static void log_line(void *user, ug_log_level lvl, const char *msg) {
+    (void)user;
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[32];
+    strftime(when, sizeof when, "%H:%M:%S", &tm);
+    fprintf(stderr, "%s.%03ld ugate-serve %s: %s\n", when, ts.tv_nsec / 1000000, names[lvl], msg);
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: ugate-serve [options]\n"
+               "  --host ADDR                 address to listen on (127.0.0.1)\n"
+               "  --port N                    port (8080; 0 picks a free one)\n"
+               "  --backlog N                 listen backlog (4096)\n"
+               "  --backend uring|epoll|auto  I/O backend (auto: io_uring, else epoll)\n"
+               "  --drain-delay-ms N          lame-duck period after SIGTERM (0)\n"
+               "  --drain-timeout-ms N        drain deadline (30000)\n"
+               "  --linger-ms N               polite-close and idle-drain linger (1000)\n"
+               "  --idle-timeout-ms N         keep-alive idle timeout (60000)\n"
+               "  --read-header-timeout-ms N  request line + headers deadline (10000)\n"
+               "  --body-timeout-ms N         longest gap between body reads (30000)\n"
+               "  --write-timeout-ms N        a send making no progress this long closes (30000)\n"
+               "  --max-conns N               concurrent connections (16384)\n"
+               "  --max-header-bytes N        request line + headers (8192)\n"
+               "  --max-headers N             header fields (64)\n"
+               "  --max-uri-bytes N           request-target (4096)\n"
+               "  --max-body-bytes N          request body (1048576)\n"
+               "  --quiet                     log warnings and errors only\n"
+               "  --help                      this text\n"
+               "Signals: SIGTERM/SIGINT drain gracefully; a second SIGINT closes at once.\n"
+               "Exit: 0 drained, 1 the deadline forced connections closed, 2 error.\n");
+}
+
+static int parse_u32(const char *s, uint32_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || end == s || v > UINT32_MAX) return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static void quiet_log(void *user, ug_log_level lvl, const char *msg) {
+    if (lvl <= UG_LOG_WARN) log_line(user, lvl, msg);
+}
+
+int main(int argc, char **argv) {
+    ug_config cfg;
+    ug_config_init(&cfg);
+    cfg.log = log_line;
+    enum {
+        O_HOST = 256,
+        O_PORT,
+        O_BACKLOG,
+        O_BACKEND,
+        O_DELAY,
+        O_DTIMEOUT,
+        O_LINGER,
+        O_IDLE,
+        O_RHT,
+        O_BODYT,
+        O_WRITET,
+        O_MAXC,
+        O_MHB,
+        O_MH,
+        O_MURI,
+        O_MBODY,
+        O_QUIET,
+        O_HELP
+    };
+    static const struct option opts[] = {
+        {"host", required_argument, 0, O_HOST},
+        {"port", required_argument, 0, O_PORT},
+        {"backlog", required_argument, 0, O_BACKLOG},
+        {"backend", required_argument, 0, O_BACKEND},
+        {"drain-delay-ms", required_argument, 0, O_DELAY},
+        {"drain-timeout-ms", required_argument, 0, O_DTIMEOUT},
+        {"linger-ms", required_argument, 0, O_LINGER},
+        {"idle-timeout-ms", required_argument, 0, O_IDLE},
+        {"read-header-timeout-ms", required_argument, 0, O_RHT},
+        {"body-timeout-ms", required_argument, 0, O_BODYT},
+        {"write-timeout-ms", required_argument, 0, O_WRITET},
+        {"max-conns", required_argument, 0, O_MAXC},
+        {"max-header-bytes", required_argument, 0, O_MHB},
+        {"max-headers", required_argument, 0, O_MH},
+        {"max-uri-bytes", required_argument, 0, O_MURI},
+        {"max-body-bytes", required_argument, 0, O_MBODY},
+        {"quiet", no_argument, 0, O_QUIET},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0},
+    };
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        uint32_t v = 0;
+        if (o != O_HOST && o != O_BACKEND && o != O_QUIET && o != O_HELP && o != '?' &&
+            parse_u32(optarg, &v)) {
+            fprintf(stderr, "ugate-serve: bad number for --%s: %s\n", opts[o - O_HOST].name,
+                    optarg);
+            return 2;
+        }
+        switch (o) {
+        case O_HOST:
+            cfg.host = optarg;
+            break;
+        case O_PORT:
+            if (v > 65535) {
+                fprintf(stderr, "ugate-serve: bad port %s\n", optarg);
+                return 2;
+            }
+            cfg.port = (uint16_t)v;
+            break;
+        case O_BACKLOG:
+            cfg.backlog = (int)v;
+            break;
+        case O_BACKEND:
+            if (!strcmp(optarg, "uring") || !strcmp(optarg, "io_uring"))
+                cfg.backend = UG_BACKEND_URING;
+            else if (!strcmp(optarg, "epoll"))
+                cfg.backend = UG_BACKEND_EPOLL;
+            else if (!strcmp(optarg, "auto"))
+                cfg.backend = UG_BACKEND_AUTO;
+            else {
+                fprintf(stderr, "ugate-serve: --backend must be uring, epoll or auto\n");
+                return 2;
+            }
+            break;
+        case O_DELAY:
+            g_sd.drain_delay_ms = v;
+            break;
+        case O_DTIMEOUT:
+            g_sd.drain_timeout_ms = v;
+            break;
+        case O_LINGER:
+            cfg.linger_ms = v;
+            break;
+        case O_IDLE:
+            cfg.idle_timeout_ms = v;
+            break;
+        case O_RHT:
+            cfg.read_header_timeout_ms = v;
+            break;
+        case O_BODYT:
+            cfg.body_timeout_ms = v;
+            break;
+        case O_WRITET:
+            cfg.write_timeout_ms = v;
+            break;
+        case O_MAXC:
+            cfg.max_conns = v;
+            break;
+        case O_MHB:
+            cfg.max_header_bytes = v;
+            break;
+        case O_MH:
+            cfg.max_headers = v;
+            break;
+        case O_MURI:
+            cfg.max_uri_bytes = v;
+            break;
+        case O_MBODY:
+            cfg.max_body_bytes = v;
+            break;
+        case O_QUIET:
+            cfg.log = quiet_log;
+            break;
+        case O_HELP:
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    int rc = ug_server_create(&g_srv, &cfg);
+    if (rc < 0) {
+        fprintf(stderr, "ugate-serve: cannot start on %s:%u: %s\n", cfg.host, cfg.port,
+                strerror(-rc));
+        return 2;
+    }
+    if ((rc = ug_route(g_srv, "GET", "/", UG_ROUTE_EXACT, hello, NULL)) < 0 ||
+        (rc = ug_route(g_srv, "GET", "/sleep", UG_ROUTE_EXACT, sleep_handler, NULL)) < 0 ||
+        (rc = ug_route(g_srv, "POST", "/echo", UG_ROUTE_EXACT, echo, NULL)) < 0 ||
+        (rc = ug_route(g_srv, "GET", "/healthz", UG_ROUTE_EXACT, healthz, NULL)) < 0) {
+        fprintf(stderr, "ugate-serve: routes: %s\n", strerror(-rc));
+        ug_server_free(g_srv);
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    printf("ugate-serve listening on http://%s%s%s:%u/ (backend %s)\n",
+           strchr(cfg.host, ':') ? "[" : "", cfg.host, strchr(cfg.host, ':') ? "]" : "",
+           ug_server_port(g_srv), ug_server_backend(g_srv));
+    fflush(stdout);
+    ug_report rep;
+    rc = ug_server_run(g_srv, &rep);
+    ug_stats st;
+    ug_server_stats(g_srv, &st);
+    fprintf(stderr,
+            "ugate-serve: stopped: drained %llu conn(s) / %llu request(s), forced %llu conn(s) / "
+            "%llu request(s), accepted at close %llu, after close %llu, drain %.1f ms; "
+            "served %llu request(s) in total\n",
+            (unsigned long long)rep.conns_drained, (unsigned long long)rep.requests_drained,
+            (unsigned long long)rep.conns_forced, (unsigned long long)rep.requests_forced,
+            (unsigned long long)rep.accepted_at_close, (unsigned long long)rep.accepted_after_close,
+            rep.drain_us / 1000.0, (unsigned long long)st.requests);
+    ug_server_free(g_srv);
+    if (rc < 0) {
+        fprintf(stderr, "ugate-serve: loop failed: %s\n", strerror(-rc));
+        return 2;
+    }
+    return rc == 0 ? 0 : 1;
+}
