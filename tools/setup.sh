@@ -1,0 +1,14 @@
+# Sourced by tools/run and tools/test: install the Debian packages ugate needs, if missing.
+UGATE_DEPS="gcc make cmake pkg-config liburing-dev libhttp-parser-dev libcunit1-dev"
+ugate_setup() {
+    local missing=() p
+    for p in $UGATE_DEPS "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "setup: installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null ||
+        { echo "setup: could not install ${missing[*]}" >&2; return 1; }
+}
