@@ -212,8 +212,9 @@ int ug_req_timer(ug_request *req, uint32_t ms, ug_req_timer_fn fn, void *user);
 
 /* ------------------------------------------------------------------------------------------
  * Responses. A request is answered exactly once: either ug_resp_send, or ug_resp_start,
- * any number of ug_resp_write, then ug_resp_end. Calls after that return -EALREADY. Bytes
- * passed in are copied; the caller keeps ownership of its buffers.
+ * any number of ug_resp_write, then ug_resp_end. Calls after that return -EALREADY;
+ * ug_resp_send or ug_resp_start during a stream return -EINVAL. A 204 or 304 stream has no
+ * body: writes are dropped. Bytes passed in are copied; the caller keeps ownership.
  * ---------------------------------------------------------------------------------------- */
 
 /** Add a response header (before ug_resp_send / ug_resp_start). Name and value are copied.
@@ -277,16 +278,65 @@ typedef struct ug_report {
     uint64_t accepted_at_close;    /**< connections taken from the accept queue while closing
                                         (accept CQEs racing the cancel, and the backlog drain) */
     uint64_t accepted_after_close; /**< connections accepted after the close point: always 0 */
+    uint64_t holds_forced;         /**< holds (ug_server_hold) dropped by the deadline */
     uint64_t lame_duck_us;         /**< time in LAME_DUCK */
     uint64_t close_us;             /**< from the gate closing to the listener being closed */
     uint64_t drain_us;             /**< from the gate closing to the last connection ending */
 } ug_report;
+
+/* The guarantee, precisely (io_uring backend; the epoll backend gives the same, with a plain
+ * accept4() loop instead of the multishot accept):
+ *
+ *  - The close point is the moment the loop thread closes the gate (DRAINING). From then on
+ *    the server takes a connection only if it was accepted by the kernel before the close
+ *    point: accept completions already posted when the cancel is submitted, then, after the
+ *    cancel's final completion, the connections whose handshake completed and wait in the
+ *    listener's accept queue (taken with accept4() until EAGAIN).
+ *  - Before taking the queue, the listener starts dropping new SYNs (a socket filter), so the
+ *    queue cannot refill; handshakes already under way get gate_settle_ms to finish and are
+ *    taken too; then the listener is closed and later clients get ECONNREFUSED at once.
+ *  - The remaining window: a client whose SYN arrives during the settle is not answered; it
+ *    retransmits about a second later and is refused then (delayed, never reset). A client
+ *    whose handshake began before the close point but whose final ACK arrives more than
+ *    gate_settle_ms later (an RTT longer than the settle) is reset when the listener closes.
+ *    The kernel offers no atomic "close after the queue is empty", and the filter is what
+ *    keeps the window this small. Where SO_ATTACH_FILTER is refused, the listener closes
+ *    right after the queue is drained and the window is the few microseconds in between.
+ *  - Every connection taken is served: the request in progress and the pipelined requests
+ *    already received are answered (the last with Connection: close); an idle keep-alive
+ *    connection lingers linger_ms, and a request that races in then is answered with
+ *    Connection: close (RFC 9112 §9.6); then our FIN goes out and we read until the client's.
+ *    The default linger (1 s) is longer than a busy client's gap between requests and short
+ *    enough for a rolling deploy; a client idle for all of it can still race our FIN, as with
+ *    any HTTP/1.1 server closing an idle connection.
+ *  - The run returns as soon as the last connection has ended and no hold is outstanding, or
+ *    at the deadline: then every unanswered request's cancel callback fires
+ *    (UG_CANCEL_DEADLINE), its I/O is cancelled, its connection closed, and the counts are in
+ *    the report. report.accepted_after_close counts connections accepted after the listener
+ *    closed: zero by construction, checked. */
 
 /** Run the loop on the calling thread until the server is CLOSED (after ug_server_shutdown).
  *  Fills *report if not NULL. Returns 0 when everything drained, 1 when the deadline forced
  *  anything, or a negative errno if the loop failed (the server is then CLOSED as well:
  *  every connection closed, every pending request cancelled). Call at most once. */
 int ug_server_run(ug_server *srv, ug_report *report);
+
+/** A shutdown hook: called on the loop thread when the gate enters LAME_DUCK (only if there
+ *  is a drain delay) and when it enters DRAINING, with that state. */
+typedef void (*ug_shutdown_hook_fn)(ug_server *srv, ug_gate_state state, void *user);
+
+/** Register a shutdown hook before ug_server_run (any thread before it, not after). Hooks run
+ *  in registration order. Returns 0, -EINVAL, -ENOMEM, or -EBUSY once the server runs. */
+int ug_server_on_shutdown(ug_server *srv, ug_shutdown_hook_fn fn, void *user);
+
+/** Hold the drain open: the server does not reach CLOSED while holds are outstanding, even
+ *  with no connection left (e.g. a hook must first end a long-poll or flush a queue). Bounded
+ *  by the drain deadline, which drops every hold (counted in ug_report.holds_forced). Loop
+ *  thread only. Returns 0, or -ESHUTDOWN once CLOSED. */
+int ug_server_hold(ug_server *srv);
+/** Give one hold back. When the last one goes and no connection is left, the run returns.
+ *  Loop thread only. Returns 0, or -EINVAL if no hold is outstanding. */
+int ug_server_release(ug_server *srv);
 
 /** Ask the server to shut down. Any thread, and async-signal-safe: it only stores to atomics
  *  and writes to an eventfd. opts may be NULL (defaults). The first call decides the delay and
@@ -316,9 +366,11 @@ typedef struct ug_stats {
     uint64_t timeouts_read_header;
     uint64_t timeouts_body;
     uint64_t timeouts_write;
-    uint64_t accept_rearms; /**< multishot accepts re-armed after a CQE without F_MORE */
-    uint64_t recv_rearms;   /**< multishot recvs re-armed (ENOBUFS, CQ overflow) */
-    uint64_t accept_errors; /**< accept completions with an error other than cancel */
+    uint64_t accept_rearms;  /**< multishot accepts re-armed after a CQE without F_MORE */
+    uint64_t recv_rearms;    /**< multishot recvs re-armed (ENOBUFS, CQ overflow) */
+    uint64_t accept_errors;  /**< accept completions with an error other than cancel */
+    uint64_t accept_pauses;  /**< the gate paused at max_conns (clients wait in the backlog) */
+    uint64_t accept_resumes; /**< ... and resumed below the low watermark */
 } ug_stats;
 
 /** Copy the counters. Loop thread, or any thread once ug_server_run has returned. */

@@ -156,6 +156,7 @@ static void try_finalize(ug_server *srv, ug__conn *c) {
     srv->conns_open--;
     srv->stats.conns_closed++;
     if (c->flags & UG_CF_ERROR) srv->stats.conns_reset++;
+    ug__gate_check_limit(srv);
     int gate = atomic_load_explicit(&srv->gate, memory_order_relaxed);
     if (gate == UG_GATE_DRAINING) {
         if (srv->forced)
@@ -284,6 +285,9 @@ static void dispatch(ug_server *srv, ug__conn *c, struct ug_request *ctx) {
     if (ctx->rstate == UG_RS_HANDLER) {
         if (res == UG_LATER) {
             ctx->rstate = UG_RS_DEFERRED;
+            /* Buffered behind the client's EOF: like any deferred request whose client
+             * closed, it is cancelled (see ug_cancel_reason). */
+            if (c->flags & UG_CF_PEER_EOF) ug__conn_abort(srv, c, UG_CANCEL_CLIENT_GONE);
             return;
         }
         /* A handler that neither answered nor deferred: the client must not hang. */
@@ -364,6 +368,10 @@ static void process(ug_server *srv, ug__conn *c) {
         }
         dispatch(srv, c, ctx);
     }
+    if ((c->flags & UG_CF_PEER_EOF) && !request_live(ctx)) {
+        ctx->in_off = ctx->in.len; /* an incomplete request can never complete now */
+        c->flags |= UG_CF_CLOSE_AFTER;
+    }
     if (!request_live(ctx) && ctx->in_off) {
         memmove(ctx->in.p, ctx->in.p + ctx->in_off, ctx->in.len - ctx->in_off);
         ctx->in.len -= ctx->in_off;
@@ -374,27 +382,25 @@ static void process(ug_server *srv, ug__conn *c) {
 void ug__conn_flush(ug_server *srv, ug__conn *c) {
     if (c->state != UG_CONN_OPEN) return;
     struct ug_request *ctx = c->ctx;
-    if (!ctx) {
-        if (c->tq == UG_TQ_NONE) settle(srv, c);
-        return;
-    }
-    process(srv, c);
-    if (c->state != UG_CONN_OPEN) return;
-    if (!(c->flags & UG_CF_SEND_INFLIGHT) && ctx->out[0].len) {
-        if (start_send(srv, c, 0)) {
+    if (ctx) {
+        process(srv, c);
+        if (c->state != UG_CONN_OPEN) return;
+        if (!(c->flags & UG_CF_SEND_INFLIGHT) && ctx->out[0].len && start_send(srv, c, 0) != 0) {
             ug__conn_abort(srv, c, UG_CANCEL_CLIENT_GONE);
             return;
         }
     }
-    if ((c->flags & UG_CF_RECV_PAUSED) && !(c->flags & UG_CF_RECV_ARMED) && !request_live(ctx) &&
-        ctx->parked.len == 0) {
+    /* Reading was paused by cancelling the recv: resume once its final completion has been
+     * seen and the parked input is consumed (the context may be gone by then). */
+    if ((c->flags & UG_CF_RECV_PAUSED) && !(c->flags & UG_CF_RECV_ARMED) &&
+        (!ctx || (!request_live(ctx) && ctx->parked.len == 0))) {
         c->flags &= (uint16_t)~UG_CF_RECV_PAUSED;
         if (arm_recv(srv, c)) {
             ug__conn_close(srv, c, 1);
             return;
         }
     }
-    settle(srv, c);
+    if (ctx || c->tq == UG_TQ_NONE) settle(srv, c);
 }
 
 /* ---------------------------------------------------------------- completions ---- */
@@ -412,11 +418,20 @@ void ug__conn_accepted(ug_server *srv, int fd) {
     ug__sock_set_nodelay(fd);
     if (atomic_load_explicit(&srv->gate, memory_order_relaxed) >= UG_GATE_DRAINING)
         c->flags |= UG_CF_DRAIN;
+    if (srv->forced) { /* taken from the queue after the deadline (or an immediate stop) */
+        srv->conns_open--;
+        srv->stats.conns_closed++;
+        srv->report.conns_forced++;
+        close(fd);
+        ug__conn_free_slot(srv, c);
+        return;
+    }
     if (arm_recv(srv, c)) {
         ug__conn_close(srv, c, 1);
         return;
     }
     ug__tq_set(srv, c, (c->flags & UG_CF_DRAIN) ? UG_TQ_LINGER : UG_TQ_HEADER);
+    ug__gate_check_limit(srv);
 }
 
 void ug__conn_on_recv(ug_server *srv, ug__conn *c, const ug__completion *cq) {
@@ -468,7 +483,10 @@ void ug__conn_on_recv(ug_server *srv, ug__conn *c, const ug__completion *cq) {
         return;
     }
     if (cq->res == -ECANCELED && c->state == UG_CONN_OPEN) { /* paused by us */
-        if (!(c->flags & UG_CF_RECV_PAUSED)) ug__conn_close(srv, c, 1);
+        if (!(c->flags & UG_CF_RECV_PAUSED))
+            ug__conn_close(srv, c, 1);
+        else
+            ug__mark_dirty(srv, c); /* the flush re-arms once the request is answered */
         return;
     }
     if (c->state == UG_CONN_CLOSING) {
@@ -487,11 +505,12 @@ void ug__conn_on_recv(ug_server *srv, ug__conn *c, const ug__completion *cq) {
             ug__conn_abort(srv, c, UG_CANCEL_CLIENT_GONE);
             return;
         }
-        c->flags |= UG_CF_CLOSE_AFTER;
+        c->flags |= UG_CF_PEER_EOF;
         if (ctx && ctx->in.len > ctx->in_off) {
             ug__mark_dirty(srv, c); /* answer what is complete; the rest is dropped */
             return;
         }
+        c->flags |= UG_CF_CLOSE_AFTER;
         if (c->flags & UG_CF_SEND_INFLIGHT) return; /* closes when the send completes */
         ug__conn_close(srv, c, 0);
         return;

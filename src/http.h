@@ -64,9 +64,9 @@ typedef struct ug__http_req {
     uint64_t content_length; /* declared Content-Length, 0 if none or chunked */
     ug__span body;           /* de-chunked body (valid once UG_HTTP_DONE) */
 
-    uint32_t consumed;     /* bytes of the request consumed so far, from base */
-    uint32_t header_bytes; /* length of request line + header section once HEADERS_DONE */
-    int error_status;      /* 400, 413, 414, 431, 501, 505 with UG_HTTP_ERROR */
+    uint32_t consumed;        /* bytes of the request consumed so far, from base */
+    uint32_t header_bytes;    /* length of request line + header section once HEADERS_DONE */
+    int error_status;         /* 400, 413, 414, 431, 501, 505 with UG_HTTP_ERROR */
     const char *error_reason; /* short static text for logs/tests */
 
     /* private bookkeeping for http.c */

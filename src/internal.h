@@ -53,6 +53,7 @@ enum ug__conn_flag {
     UG_CF_DRAIN = 1u << 4,       /* gate is closing: next response says Connection: close */
     UG_CF_DIRTY = 1u << 5,       /* on the server's dirty list */
     UG_CF_ERROR = 1u << 6,       /* ended by an error: counted in conns_reset */
+    UG_CF_PEER_EOF = 1u << 7,    /* the client closed its side: answer what is buffered */
 };
 
 /* Timeout queues: every connection in a queue has the same timeout, so appending at the
@@ -135,6 +136,11 @@ typedef struct ug__route {
     void *user;
 } ug__route;
 
+typedef struct ug__hook {
+    ug_shutdown_hook_fn fn;
+    void *user;
+} ug__hook;
+
 typedef struct ug__post {
     struct ug__post *next;
     ug_post_fn fn;
@@ -165,6 +171,9 @@ struct ug_server {
 
     ug__route *routes;
     size_t nroutes;
+    ug__hook *hooks;
+    size_t nhooks;
+    uint32_t holds;
     int running;
 
     /* time */
@@ -196,6 +205,7 @@ struct ug_server {
     int shutdown_seen;    /* loop: 0, 1 graceful, 2 immediate */
     int accept_armed;     /* multishot accept armed (final CQE not yet seen) */
     int accept_cancelled; /* the gate closing cancelled it */
+    int accept_paused;    /* at max_conns: cancelled until below the low watermark */
     int deadline_armed;
     int forced;
     ug__timer lame_duck_timer;
@@ -220,6 +230,8 @@ void ug__tq_set(ug_server *srv, ug__conn *c, enum ug__tq q);
 /* Restart c's deadline in its current queue (the body timeout measures gaps). */
 void ug__tq_touch(ug_server *srv, ug__conn *c);
 void ug__conn_free_slot(ug_server *srv, ug__conn *c);
+/* Pause the accept at max_conns, resume it below the low watermark. */
+void ug__gate_check_limit(ug_server *srv);
 struct ug_request *ug__ctx_get(ug_server *srv);
 void ug__ctx_put(ug_server *srv, struct ug_request *ctx);
 

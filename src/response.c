@@ -97,7 +97,7 @@ static char *put_status_line(char *p, int status) {
  * last one buffered says close. */
 static int must_close(struct ug_request *req) {
     ug__conn *c = req->conn;
-    int close_it = !req->keep_alive || (c->flags & UG_CF_CLOSE_AFTER) ||
+    int close_it = !req->keep_alive || (c->flags & (UG_CF_CLOSE_AFTER | UG_CF_PEER_EOF)) ||
                    atomic_load_explicit(&req->srv->gate, memory_order_relaxed) == UG_GATE_LAME_DUCK;
     if (!close_it && (c->flags & UG_CF_DRAIN))
         close_it = req->in.len - req->in_off <= req->http.consumed && req->parked.len == 0;
@@ -129,9 +129,9 @@ static int put_head(struct ug_request *req, ug__buf *ob, int status, const char 
         }
     } else if (body_len == -1) {
         p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
-    } else {
+    } else if (body_len == -2) {
         req->conn->flags |= UG_CF_CLOSE_AFTER;
-    }
+    } /* -3: a status that has no body (204, 304): no framing at all */
     if (must_close(req))
         p = PUT_LIT(p, "Connection: close\r\n");
     else if (req->http.http_minor == 0)
@@ -200,16 +200,20 @@ int ug_resp_start(ug_request *req, int status, const char *content_type) {
     if (!can_respond(req)) return req && req->rstate == UG_RS_STREAMING ? -EINVAL : -EALREADY;
     if (!valid_status(status)) return -EINVAL;
     if (content_type && !valid_token(content_type, 1)) return -EINVAL;
-    req->chunked_out = req->http.http_minor >= 1;
-    int rc = put_head(req, out_buf(req), status, content_type, req->chunked_out ? -1 : -2, 0);
+    int nobody = status == 204 || status == 304;
+    req->chunked_out = !nobody && req->http.http_minor >= 1;
+    int64_t framing = nobody ? -3 : req->chunked_out ? -1 : -2;
+    int rc = put_head(req, out_buf(req), status, content_type, framing, 0);
     if (rc) return rc;
+    if (nobody) req->head = 1; /* writes are dropped, like for HEAD */
     req->rstate = UG_RS_STREAMING;
     ug__mark_dirty(req->srv, req->conn);
     return 0;
 }
 
 int ug_resp_write(ug_request *req, const void *data, size_t len) {
-    if (!req || req->rstate != UG_RS_STREAMING) return -EINVAL;
+    if (!req) return -EINVAL;
+    if (req->rstate != UG_RS_STREAMING) return req->rstate == UG_RS_ANSWERED ? -EALREADY : -EINVAL;
     if (!len || req->head) return 0;
     if (!data) return -EINVAL;
     if ((size_t)req->out[0].len + req->out[1].len + len > STREAM_QUEUE_MAX) return -ENOBUFS;
@@ -227,7 +231,8 @@ int ug_resp_write(ug_request *req, const void *data, size_t len) {
 }
 
 int ug_resp_end(ug_request *req) {
-    if (!req || req->rstate != UG_RS_STREAMING) return -EINVAL;
+    if (!req) return -EINVAL;
+    if (req->rstate != UG_RS_STREAMING) return req->rstate == UG_RS_ANSWERED ? -EALREADY : -EINVAL;
     if (req->chunked_out && !req->head) {
         int rc = ug__buf_append(out_buf(req), "0\r\n\r\n", 5);
         if (rc) return rc;

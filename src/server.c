@@ -182,7 +182,8 @@ static int arm_accept(ug_server *srv) {
 static void accept_retry_fired(ug__timer *t, void *arg) {
     (void)t;
     ug_server *srv = arg;
-    if (srv->lfd >= 0 && !srv->accept_armed && gate(srv) < UG_GATE_DRAINING && arm_accept(srv))
+    if (srv->lfd >= 0 && !srv->accept_armed && !srv->accept_paused &&
+        gate(srv) < UG_GATE_DRAINING && arm_accept(srv))
         ug__log(srv, UG_LOG_ERROR, "cannot re-arm accept");
 }
 
@@ -240,6 +241,31 @@ static void listener_close(ug_server *srv) {
     ug__timer_start(&srv->timers, &srv->settle_timer, srv->now_ms + srv->cfg.gate_settle_ms);
 }
 
+/* Backpressure through the gate: at max_conns the multishot accept is cancelled, so new
+ * clients wait in the kernel's backlog (their handshake is answered by the kernel; they are
+ * just not accepted yet) instead of being accepted and dropped. Accept completions already
+ * posted still arrive and are served (the slot array has headroom for them). Below the low
+ * watermark the accept is re-armed. */
+void ug__gate_check_limit(ug_server *srv) {
+    uint32_t max = srv->cfg.max_conns;
+    if (gate(srv) >= UG_GATE_DRAINING || srv->lfd < 0) return;
+    if (!srv->accept_paused) {
+        if (srv->conns_open >= max && srv->accept_armed) {
+            srv->accept_paused = 1;
+            srv->stats.accept_pauses++;
+            srv->be_ops->cancel(srv->be, UG_UD(UG_OP_ACCEPT, 0, 0));
+        }
+        return;
+    }
+    uint32_t low = max - (max / 16 ? max / 16 : 1);
+    if (srv->conns_open <= low && !srv->accept_armed) {
+        srv->accept_paused = 0;
+        srv->stats.accept_resumes++;
+        if (arm_accept(srv))
+            ug__timer_start(&srv->timers, &srv->accept_retry, srv->now_ms + ACCEPT_RETRY_MS);
+    }
+}
+
 static void on_accept(ug_server *srv, const ug__completion *cq) {
     if (!(cq->flags & UG__CF_MORE)) srv->accept_armed = 0;
     if (cq->res >= 0) {
@@ -253,6 +279,10 @@ static void on_accept(ug_server *srv, const ug__completion *cq) {
     if (srv->accept_armed) return;
     if (srv->accept_cancelled) {
         listener_close(srv);
+        return;
+    }
+    if (srv->accept_paused) { /* the pause's cancel completed; resume may already be due */
+        ug__gate_check_limit(srv);
         return;
     }
     /* A multishot accept ended without being cancelled (CQ overflow, an error): a server that
@@ -269,8 +299,16 @@ static void on_accept(ug_server *srv, const ug__completion *cq) {
     }
 }
 
+static void run_hooks(ug_server *srv, ug_gate_state st) {
+    for (size_t i = 0; i < srv->nhooks; i++) srv->hooks[i].fn(srv, st, srv->hooks[i].user);
+}
+
 static void force_all(ug_server *srv) {
     srv->forced = 1;
+    if (srv->holds) {
+        srv->report.holds_forced += srv->holds;
+        srv->holds = 0;
+    }
     for (uint32_t i = 0; i < srv->slots_used; i++) {
         ug__conn *c = &srv->slots[i];
         if (c->state == UG_CONN_OPEN || c->state == UG_CONN_LINGER)
@@ -298,6 +336,7 @@ static void gate_close(ug_server *srv, uint32_t timeout_ms) {
     }
     for (uint32_t i = 0; i < srv->slots_used; i++)
         if (srv->slots[i].state != UG_CONN_FREE) ug__conn_drain(srv, &srv->slots[i]);
+    run_hooks(srv, UG_GATE_DRAINING);
     if (timeout_ms == 0) {
         force_all(srv);
         return;
@@ -318,9 +357,10 @@ static void lame_duck_over(ug__timer *t, void *arg) {
 static void on_deadline(ug_server *srv, const ug__completion *cq) {
     srv->deadline_armed = 0;
     if (cq->res == -ECANCELED) return;
-    if (srv->conns_open) {
-        ug__log(srv, UG_LOG_WARN, "drain deadline: forcing %u connection(s) closed",
-                srv->conns_open);
+    if (srv->conns_open || srv->holds) {
+        ug__log(srv, UG_LOG_WARN,
+                "drain deadline: forcing %u connection(s) closed, dropping %u hold(s)",
+                srv->conns_open, srv->holds);
         force_all(srv);
     }
 }
@@ -348,6 +388,7 @@ static void check_shutdown(ug_server *srv) {
         set_gate(srv, UG_GATE_LAME_DUCK);
         srv->t_lame_duck_ms = srv->now_ms;
         ug__timer_start(&srv->timers, &srv->lame_duck_timer, srv->now_ms + delay);
+        run_hooks(srv, UG_GATE_LAME_DUCK);
         return;
     }
     gate_close(srv, timeout);
@@ -442,7 +483,7 @@ static void on_completion(void *arg, const ug__completion *cq) {
 
 static int drained(const ug_server *srv) {
     return gate(srv) == UG_GATE_DRAINING && srv->lfd < 0 && !srv->accept_armed &&
-           srv->conns_open == 0;
+           srv->conns_open == 0 && srv->holds == 0;
 }
 
 int ug_server_run(ug_server *srv, ug_report *report) {
@@ -652,6 +693,7 @@ void ug_server_free(ug_server *srv) {
         free(srv->routes[i].path);
     }
     free(srv->routes);
+    free(srv->hooks);
     ug__timer_heap_free(&srv->timers);
     free(srv->host_copy);
     free(srv->server_name_copy);
@@ -686,6 +728,30 @@ int ug_route(ug_server *srv, const char *method, const char *path, unsigned flag
     r->fn = handler;
     r->user = user;
     srv->nroutes++;
+    return 0;
+}
+
+int ug_server_on_shutdown(ug_server *srv, ug_shutdown_hook_fn fn, void *user) {
+    if (!srv || !fn) return -EINVAL;
+    if (srv->running) return -EBUSY;
+    ug__hook *h = realloc(srv->hooks, (srv->nhooks + 1) * sizeof *h);
+    if (!h) return -ENOMEM;
+    srv->hooks = h;
+    h[srv->nhooks].fn = fn;
+    h[srv->nhooks].user = user;
+    srv->nhooks++;
+    return 0;
+}
+
+int ug_server_hold(ug_server *srv) {
+    if (gate(srv) == UG_GATE_CLOSED) return -ESHUTDOWN;
+    srv->holds++;
+    return 0;
+}
+
+int ug_server_release(ug_server *srv) {
+    if (!srv->holds) return -EINVAL;
+    srv->holds--;
     return 0;
 }
 
