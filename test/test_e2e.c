@@ -1,5 +1,6 @@
 /* End-to-end tests over loopback with real sockets. One body, run once per backend:
  * `test_e2e uring` and `test_e2e epoll` (CTest runs both). */
+#include "testserver.h"
 #include "testutil.h"
 
 #include <errno.h>
@@ -13,128 +14,13 @@
 #include <ugate.h>
 #include <unistd.h>
 
-static ug_backend_kind g_backend = UG_BACKEND_URING;
-
-/* ------------------------------------------------------------------ the server under test */
-
-typedef struct srv_ctx {
-    ug_server *srv;
-    pthread_t thr;
-    uint16_t port;
-    int run_rc;
-    ug_report report;
-    int cancelled; /* cancel callbacks seen */
-    ug_cancel_reason last_reason;
-} srv_ctx;
-
-static ug_handler_result h_hello(ug_request *req, void *user) {
-    (void)user;
-    ug_resp_send(req, 200, "text/plain", "Hello, World!", 13);
-    return UG_DONE;
-}
-
-static ug_handler_result h_echo(ug_request *req, void *user) {
-    (void)user;
-    ug_str b = ug_req_body(req);
-    ug_resp_send(req, 200, "application/octet-stream", b.ptr, b.len);
-    return UG_DONE;
-}
-
-static ug_handler_result h_path(ug_request *req, void *user) { /* echoes the target */
-    (void)user;
-    ug_str t = ug_req_target(req);
-    ug_resp_send(req, 200, "text/plain", t.ptr, t.len);
-    return UG_DONE;
-}
-
-static ug_handler_result h_forget(ug_request *req, void *user) {
-    (void)req;
-    (void)user;
-    return UG_DONE; /* the bug the server must cover with a 500 */
-}
-
-static void on_cancel(ug_request *req, ug_cancel_reason why, void *user) {
-    (void)req;
-    srv_ctx *sc = user;
-    __atomic_add_fetch(&sc->cancelled, 1, __ATOMIC_SEQ_CST);
-    sc->last_reason = why;
-}
-
-static void late_done(ug_request *req, void *user) {
-    (void)user;
-    ug_resp_send(req, 200, "text/plain", "late", 4);
-}
-
-static ug_handler_result h_late(ug_request *req, void *user) {
-    ug_str v = ug_req_query_param(req, "ms");
-    uint32_t ms = v.ptr ? (uint32_t)atoi(v.ptr) : 50;
-    ug_req_on_cancel(req, on_cancel, user);
-    CU_ASSERT_EQUAL(ug_req_timer(req, ms, late_done, NULL), 0);
-    return UG_LATER;
-}
-
-static ug_handler_result h_big(ug_request *req, void *user) { /* 4 MiB streamed */
-    (void)user;
-    static char chunk[65536];
-    memset(chunk, 'x', sizeof chunk);
-    ug_req_on_cancel(req, on_cancel, user);
-    ug_resp_start(req, 200, "application/octet-stream");
-    for (int i = 0; i < 64; i++) ug_resp_write(req, chunk, sizeof chunk);
-    ug_resp_end(req);
-    return UG_DONE;
-}
-
-static void *run_thread(void *arg) {
-    srv_ctx *sc = arg;
-    sc->run_rc = ug_server_run(sc->srv, &sc->report);
-    return NULL;
-}
-
-static void quiet_log(void *u, ug_log_level l, const char *m) {
-    (void)u;
-    if (l <= UG_LOG_ERROR) fprintf(stderr, "server: %s\n", m);
-}
-
-static int start_server_cfg(srv_ctx *sc, ug_config *cfg) {
-    memset(sc, 0, sizeof *sc);
-    cfg->port = 0;
-    cfg->backend = g_backend;
-    cfg->log = quiet_log;
-    int rc = ug_server_create(&sc->srv, cfg);
-    CU_ASSERT_EQUAL_FATAL(rc, 0);
-    ug_route(sc->srv, "GET", "/", UG_ROUTE_EXACT, h_hello, sc);
-    ug_route(sc->srv, "POST", "/echo", UG_ROUTE_EXACT, h_echo, sc);
-    ug_route(sc->srv, NULL, "/path", UG_ROUTE_PREFIX, h_path, sc);
-    ug_route(sc->srv, "GET", "/forget", UG_ROUTE_EXACT, h_forget, sc);
-    ug_route(sc->srv, "GET", "/late", UG_ROUTE_EXACT, h_late, sc);
-    ug_route(sc->srv, "GET", "/big", UG_ROUTE_EXACT, h_big, sc);
-    sc->port = ug_server_port(sc->srv);
-    CU_ASSERT_EQUAL_FATAL(pthread_create(&sc->thr, NULL, run_thread, sc), 0);
-    return 0;
-}
-
-static int start_server(srv_ctx *sc) {
-    ug_config cfg;
-    ug_config_init(&cfg);
-    return start_server_cfg(sc, &cfg);
-}
-
-static void stop_server(srv_ctx *sc) {
-    ug_shutdown_opts o = {.drain_timeout_ms = 5000};
-    CU_ASSERT_EQUAL(ug_server_shutdown(sc->srv, &o), 0);
-    pthread_join(sc->thr, NULL);
-    CU_ASSERT_EQUAL(ug_server_state(sc->srv), UG_GATE_CLOSED);
-    CU_ASSERT_EQUAL(sc->report.accepted_after_close, 0);
-    ug_server_free(sc->srv);
-}
-
 static const char GET_ROOT[] = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
 
 /* ------------------------------------------------------------------ tests */
 
 static void test_keepalive(void) {
     srv_ctx sc;
-    start_server(&sc);
+    ts_start(&sc, NULL);
     int fd = tu_connect(sc.port);
     CU_ASSERT_FATAL(fd >= 0);
     char body[256];
@@ -159,12 +45,12 @@ static void test_keepalive(void) {
     CU_ASSERT_EQUAL(tu_wait_eof(fd, 2000), 1);
     tu_forget(fd);
     close(fd);
-    stop_server(&sc);
+    ts_stop(&sc);
 }
 
 static void test_pipeline_100(void) {
     srv_ctx sc;
-    start_server(&sc);
+    ts_start(&sc, NULL);
     int fd = tu_connect(sc.port);
     CU_ASSERT_FATAL(fd >= 0);
     static char batch[100 * 64];
@@ -181,12 +67,12 @@ static void test_pipeline_100(void) {
     }
     tu_forget(fd);
     close(fd);
-    stop_server(&sc);
+    ts_stop(&sc);
 }
 
 static void test_concurrent_1000(void) {
     srv_ctx sc;
-    start_server(&sc);
+    ts_start(&sc, NULL);
     enum { N = 1000 };
     static int fds[N];
     int ok = 0;
@@ -209,14 +95,14 @@ static void test_concurrent_1000(void) {
             tu_forget(fds[i]);
             close(fds[i]);
         }
-    stop_server(&sc);
+    ts_stop(&sc);
 }
 
 /* Each bad input gets its status and a closed connection, while another client keeps being
  * served on a keep-alive connection in between. */
 static void test_bad_inputs(void) {
     srv_ctx sc;
-    start_server(&sc);
+    ts_start(&sc, NULL);
     static char longuri[6000], bighdr[9000];
     memcpy(longuri, "GET /", 5);
     memset(longuri + 5, 'a', 4500);
@@ -262,12 +148,12 @@ static void test_bad_inputs(void) {
     }
     tu_forget(good);
     close(good);
-    stop_server(&sc);
+    ts_stop(&sc);
 }
 
 static void test_echo_and_continue(void) {
     srv_ctx sc;
-    start_server(&sc);
+    ts_start(&sc, NULL);
     int fd = tu_connect(sc.port);
     CU_ASSERT_FATAL(fd >= 0);
     char body[128];
@@ -308,12 +194,12 @@ static void test_echo_and_continue(void) {
     CU_ASSERT_STRING_EQUAL(body, "Hello, World!");
     tu_forget(fd);
     close(fd);
-    stop_server(&sc);
+    ts_stop(&sc);
 }
 
 static void test_late_and_forgotten(void) {
     srv_ctx sc;
-    start_server(&sc);
+    ts_start(&sc, NULL);
     int fd = tu_connect(sc.port);
     CU_ASSERT_FATAL(fd >= 0);
     char body[64];
@@ -340,13 +226,13 @@ static void test_late_and_forgotten(void) {
         usleep(10 * 1000);
     CU_ASSERT_EQUAL(__atomic_load_n(&sc.cancelled, __ATOMIC_SEQ_CST), 1);
     CU_ASSERT_EQUAL(sc.last_reason, UG_CANCEL_CLIENT_GONE);
-    stop_server(&sc);
+    ts_stop(&sc);
 }
 
 /* A client that resets mid-response must not disturb the server or other clients. */
 static void test_reset_mid_response(void) {
     srv_ctx sc;
-    start_server(&sc);
+    ts_start(&sc, NULL);
     for (int round = 0; round < 5; round++) {
         int fd = tu_connect(sc.port);
         CU_ASSERT_FATAL(fd >= 0);
@@ -366,14 +252,14 @@ static void test_reset_mid_response(void) {
     CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, NULL), 200);
     tu_forget(fd);
     close(fd);
-    stop_server(&sc);
+    ts_stop(&sc);
 }
 
 /* Shutdown with a slow request in flight: it completes, then run returns 0; connects after
  * the gate closed are refused. */
 static void test_shutdown_drains(void) {
     srv_ctx sc;
-    start_server(&sc);
+    ts_start(&sc, NULL);
     int fd = tu_connect(sc.port);
     const char late[] = "GET /late?ms=300 HTTP/1.1\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, late, sizeof late - 1), 0);
@@ -392,7 +278,7 @@ static void test_shutdown_drains(void) {
     CU_ASSERT_EQUAL(tu_wait_eof(fd, 3000), 1);
     tu_forget(fd);
     close(fd);
-    pthread_join(sc.thr, NULL);
+    ts_join(&sc);
     CU_ASSERT_EQUAL(sc.run_rc, 0);
     CU_ASSERT_EQUAL(sc.report.requests_drained, 1);
     CU_ASSERT_EQUAL(sc.report.accepted_after_close, 0);
@@ -403,7 +289,7 @@ static void test_shutdown_drains(void) {
 /* The deadline forces what is left, fires the cancel callbacks, and run returns 1. */
 static void test_shutdown_deadline(void) {
     srv_ctx sc;
-    start_server(&sc);
+    ts_start(&sc, NULL);
     int fd = tu_connect(sc.port);
     const char late[] = "GET /late?ms=10000 HTTP/1.1\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, late, sizeof late - 1), 0);
@@ -411,7 +297,7 @@ static void test_shutdown_deadline(void) {
     ug_shutdown_opts o = {.drain_timeout_ms = 200};
     uint64_t t0 = tu_now_ms();
     CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, &o), 0);
-    pthread_join(sc.thr, NULL);
+    ts_join(&sc);
     uint64_t took = tu_now_ms() - t0;
     CU_ASSERT(took >= 195 && took < 250 + 200); /* generous: shared machine */
     CU_ASSERT_EQUAL(sc.run_rc, 1);
@@ -439,15 +325,6 @@ static void register_suites(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "epoll")) {
-        g_backend = UG_BACKEND_EPOLL;
-    } else {
-        tu_require_uring();
-    }
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    ts_init(argc, argv);
     return tu_main(register_suites, 240);
 }

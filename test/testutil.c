@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,7 +100,9 @@ static struct carry {
     char *buf;
 } carries[CARRY_SLOTS];
 
-static struct carry *carry_for(int fd) {
+static pthread_mutex_t carry_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct carry *carry_for_locked(int fd) {
     struct carry *fre = NULL;
     for (int i = 0; i < CARRY_SLOTS; i++) {
         if (carries[i].buf && carries[i].fd == fd) return &carries[i];
@@ -113,12 +116,23 @@ static struct carry *carry_for(int fd) {
     return fre;
 }
 
+/* Threads may read responses concurrently (each on its own fds): the table is locked, the
+ * carry itself belongs to the fd's owner. */
+static struct carry *carry_for(int fd) {
+    pthread_mutex_lock(&carry_lock);
+    struct carry *c = carry_for_locked(fd);
+    pthread_mutex_unlock(&carry_lock);
+    return c;
+}
+
 void tu_forget(int fd) {
+    pthread_mutex_lock(&carry_lock);
     for (int i = 0; i < CARRY_SLOTS; i++)
         if (carries[i].buf && carries[i].fd == fd) {
             free(carries[i].buf);
             carries[i].buf = NULL;
         }
+    pthread_mutex_unlock(&carry_lock);
 }
 
 /* Make sure c holds at least need bytes; 0 on success, -1 on EOF/error/timeout. */

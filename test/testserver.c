@@ -1,0 +1,127 @@
+#include "testserver.h"
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+ug_backend_kind g_backend = UG_BACKEND_URING;
+
+static ug_handler_result h_hello(ug_request *req, void *user) {
+    (void)user;
+    ug_resp_send(req, 200, "text/plain", "Hello, World!", 13);
+    return UG_DONE;
+}
+
+static ug_handler_result h_echo(ug_request *req, void *user) {
+    (void)user;
+    ug_str b = ug_req_body(req);
+    ug_resp_send(req, 200, "application/octet-stream", b.ptr, b.len);
+    return UG_DONE;
+}
+
+static ug_handler_result h_path(ug_request *req, void *user) { /* echoes the target */
+    (void)user;
+    ug_str t = ug_req_target(req);
+    ug_resp_send(req, 200, "text/plain", t.ptr, t.len);
+    return UG_DONE;
+}
+
+static ug_handler_result h_forget(ug_request *req, void *user) {
+    (void)req;
+    (void)user;
+    return UG_DONE; /* the bug the server must cover with a 500 */
+}
+
+static void on_cancel(ug_request *req, ug_cancel_reason why, void *user) {
+    (void)req;
+    srv_ctx *sc = user;
+    __atomic_add_fetch(&sc->cancelled, 1, __ATOMIC_SEQ_CST);
+    sc->last_reason = why;
+}
+
+static void late_done(ug_request *req, void *user) {
+    (void)user;
+    ug_resp_send(req, 200, "text/plain", "late", 4);
+}
+
+static ug_handler_result h_late(ug_request *req, void *user) {
+    ug_str v = ug_req_query_param(req, "ms");
+    uint32_t ms = v.ptr ? (uint32_t)atoi(v.ptr) : 50;
+    ug_req_on_cancel(req, on_cancel, user);
+    CU_ASSERT_EQUAL(ug_req_timer(req, ms, late_done, NULL), 0);
+    return UG_LATER;
+}
+
+static ug_handler_result h_big(ug_request *req, void *user) { /* 4 MiB streamed */
+    (void)user;
+    static char chunk[65536];
+    memset(chunk, 'x', sizeof chunk);
+    ug_req_on_cancel(req, on_cancel, user);
+    ug_resp_start(req, 200, "application/octet-stream");
+    for (int i = 0; i < 64; i++) ug_resp_write(req, chunk, sizeof chunk);
+    ug_resp_end(req);
+    return UG_DONE;
+}
+
+static void *run_thread(void *arg) {
+    srv_ctx *sc = arg;
+    sc->run_rc = ug_server_run(sc->srv, &sc->report);
+    ug_server_stats(sc->srv, &sc->stats);
+    return NULL;
+}
+
+static void quiet_log(void *u, ug_log_level l, const char *m) {
+    (void)u;
+    if (l <= UG_LOG_ERROR) fprintf(stderr, "server: %s\n", m);
+}
+
+void ts_start(srv_ctx *sc, ug_config *cfg_in) {
+    ug_config defcfg;
+    ug_config *cfg = cfg_in;
+    if (!cfg) {
+        ug_config_init(&defcfg);
+        cfg = &defcfg;
+    }
+    memset(sc, 0, sizeof *sc);
+    cfg->port = 0;
+    cfg->backend = g_backend;
+    cfg->log = quiet_log;
+    int rc = ug_server_create(&sc->srv, cfg);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    ug_route(sc->srv, "GET", "/", UG_ROUTE_EXACT, h_hello, sc);
+    ug_route(sc->srv, "POST", "/echo", UG_ROUTE_EXACT, h_echo, sc);
+    ug_route(sc->srv, NULL, "/path", UG_ROUTE_PREFIX, h_path, sc);
+    ug_route(sc->srv, "GET", "/forget", UG_ROUTE_EXACT, h_forget, sc);
+    ug_route(sc->srv, "GET", "/late", UG_ROUTE_EXACT, h_late, sc);
+    ug_route(sc->srv, "GET", "/big", UG_ROUTE_EXACT, h_big, sc);
+    sc->port = ug_server_port(sc->srv);
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&sc->thr, NULL, run_thread, sc), 0);
+}
+
+void ts_join(srv_ctx *sc) {
+    pthread_join(sc->thr, NULL);
+}
+
+void ts_stop(srv_ctx *sc) {
+    ug_shutdown_opts o = {.drain_timeout_ms = 5000};
+    CU_ASSERT_EQUAL(ug_server_shutdown(sc->srv, &o), 0);
+    pthread_join(sc->thr, NULL);
+    CU_ASSERT_EQUAL(ug_server_state(sc->srv), UG_GATE_CLOSED);
+    CU_ASSERT_EQUAL(sc->report.accepted_after_close, 0);
+    ug_server_free(sc->srv);
+}
+
+void ts_init(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "epoll")) {
+        g_backend = UG_BACKEND_EPOLL;
+    } else {
+        tu_require_uring();
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
