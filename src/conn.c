@@ -273,7 +273,9 @@ static void dispatch(ug_server *srv, ug__conn *c, struct ug_request *ctx) {
     ctx->cancel_fn = NULL;
     ctx->resp_hdrs.len = 0;
     int path_hit;
-    const ug__route *r = find_route(srv, ug_req_method(ctx), ug_req_path(ctx), &path_hit);
+    ug_str path = ug_req_path(ctx);
+    if (!path.len) path = (ug_str){"/", 1}; /* absolute-form target without a path */
+    const ug__route *r = find_route(srv, ug_req_method(ctx), path, &path_hit);
     if (!r) {
         if (path_hit)
             ug_resp_send(ctx, 405, "text/plain", "Method Not Allowed\n", 19);
