@@ -64,6 +64,9 @@ typedef void (*ug_log_fn)(void *user, ug_log_level level, const char *msg);
 /** Server configuration. Fill with ug_config_init() and change what you need; the server
  *  copies it (strings included) in ug_server_create(). Limits of 0 mean "use the default"
  *  unless the field says otherwise. */
+/** For limits that can be switched off explicitly (0 means "the default"). */
+#define UG_UNLIMITED UINT32_MAX
+
 typedef struct ug_config {
     const char *host;        /**< address to bind; "127.0.0.1". IPv6 literals are accepted. */
     uint16_t port;           /**< 8080; 0 picks a free port (read it with ug_server_port()) */
@@ -80,11 +83,21 @@ typedef struct ug_config {
     uint32_t max_uri_bytes;    /**< request-target length; 4096. Over it: 414 */
     uint64_t max_body_bytes;   /**< request body; 1 MiB. Over it: 413 */
 
+    /* Timeouts: 0 disables one (not recommended on the internet). */
     uint32_t idle_timeout_ms; /**< keep-alive wait for the next request's first byte; 60000 */
     uint32_t read_header_timeout_ms; /**< from a request's first byte to the end of its
                                           header section; 10000 → 408 and close */
     uint32_t body_timeout_ms;        /**< longest gap between two reads of a body; 30000 → 408 */
     uint32_t write_timeout_ms;       /**< a send that makes no progress this long closes; 30000 */
+    uint32_t handler_timeout_ms;     /**< a deferred request not answered (nor streaming) this long
+                                          after dispatch is answered 503 by the server and its
+                                          cancel callback fires (UG_CANCEL_TIMEOUT); 30000. 503,
+                                          not 504: the server itself could not answer in time,
+                                          no upstream is implied. A late answer finds nothing:
+                                          ug_req_find returns NULL (counted as late_responses). */
+    uint32_t max_inflight;   /**< requests dispatched and not yet answered, server-wide; 8192.
+                                  Past it a new request is answered 503 with Retry-After: 1
+                                  (load shedding). UG_UNLIMITED: no limit. */
     uint32_t linger_ms;      /**< how long a connection closed by the server keeps reading (and
                                   discarding, or during a drain, serving) what the client already
                                   sent, so that the client sees our response and FIN instead of a
@@ -193,6 +206,7 @@ typedef enum ug_cancel_reason {
     UG_CANCEL_CLIENT_GONE = 1, /**< the peer closed or reset the connection */
     UG_CANCEL_DEADLINE,        /**< the shutdown deadline forced the connection closed */
     UG_CANCEL_SERVER_FREE,     /**< the server stopped with the request unanswered */
+    UG_CANCEL_TIMEOUT,         /**< handler_timeout_ms passed: the server answered 503 */
 } ug_cancel_reason;
 
 /** Called once, on the loop thread, when a deferred request will never be answered. After it
@@ -366,11 +380,20 @@ typedef struct ug_stats {
     uint64_t timeouts_read_header;
     uint64_t timeouts_body;
     uint64_t timeouts_write;
-    uint64_t accept_rearms;  /**< multishot accepts re-armed after a CQE without F_MORE */
-    uint64_t recv_rearms;    /**< multishot recvs re-armed (ENOBUFS, CQ overflow) */
-    uint64_t accept_errors;  /**< accept completions with an error other than cancel */
-    uint64_t accept_pauses;  /**< the gate paused at max_conns (clients wait in the backlog) */
-    uint64_t accept_resumes; /**< ... and resumed below the low watermark */
+    uint64_t timeouts_handler;   /**< deferred requests answered 503 by handler_timeout_ms */
+    uint64_t late_responses;     /**< ug_req_find calls for a request already timed out,
+                                      cancelled or answered: a late answer, dropped */
+    uint64_t shed;               /**< requests answered 503 past max_inflight */
+    uint64_t limit_header_bytes; /**< 431: header section over max_header_bytes */
+    uint64_t limit_headers;      /**< 431: more than max_headers fields */
+    uint64_t limit_uri;          /**< 414 */
+    uint64_t limit_body;         /**< 413 */
+    uint64_t inflight;           /**< requests dispatched and not answered, now */
+    uint64_t accept_rearms;      /**< multishot accepts re-armed after a CQE without F_MORE */
+    uint64_t recv_rearms;        /**< multishot recvs re-armed (ENOBUFS, CQ overflow) */
+    uint64_t accept_errors;      /**< accept completions with an error other than cancel */
+    uint64_t accept_pauses;      /**< the gate paused at max_conns (clients wait in the backlog) */
+    uint64_t accept_resumes;     /**< ... and resumed below the low watermark */
 } ug_stats;
 
 /** Copy the counters. Loop thread, or any thread once ug_server_run has returned. */

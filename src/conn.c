@@ -34,6 +34,14 @@ static uint64_t conn_ud(const ug_server *srv, const ug__conn *c, enum ug__op op)
 
 /* ---------------------------------------------------------------- context recycler ---- */
 
+static void inflight_done(ug_server *srv, struct ug_request *ctx) {
+    if (ctx->inflight) {
+        ctx->inflight = 0;
+        srv->inflight--;
+    }
+}
+
+
 struct ug_request *ug__ctx_get(ug_server *srv) {
     struct ug_request *ctx = srv->ctx_free;
     if (ctx) {
@@ -58,6 +66,7 @@ static void buf_trim(ug__buf *b) {
 
 void ug__ctx_put(ug_server *srv, struct ug_request *ctx) {
     ug__timer_stop(&srv->timers, &ctx->timer);
+    inflight_done(srv, ctx);
     buf_trim(&ctx->in);
     buf_trim(&ctx->parked);
     buf_trim(&ctx->out[0]);
@@ -174,6 +183,7 @@ static void cancel_request(ug_server *srv, struct ug_request *ctx, ug_cancel_rea
     ctx->cancel_fn = NULL;
     ctx->rstate = UG_RS_NONE;
     ctx->id = 0;
+    inflight_done(srv, ctx);
     ug__timer_stop(&srv->timers, &ctx->timer);
     srv->stats.requests_cancelled++;
     if (atomic_load_explicit(&srv->gate, memory_order_relaxed) >= UG_GATE_DRAINING &&
@@ -223,7 +233,8 @@ static void settle(ug_server *srv, ug__conn *c) {
     struct ug_request *ctx = c->ctx;
     if (c->flags & UG_CF_SEND_INFLIGHT) return; /* in the write queue */
     if (ctx && request_live(ctx)) {
-        ug__tq_set(srv, c, UG_TQ_NONE); /* handler timeouts: see the timeouts issue */
+        /* Waiting for the handler; a stream in progress is bounded by the write timeout. */
+        ug__tq_set(srv, c, ctx->rstate == UG_RS_DEFERRED ? UG_TQ_HANDLER : UG_TQ_NONE);
         return;
     }
     if (ctx && ctx->in.len > ctx->in_off) {
@@ -283,6 +294,15 @@ static void dispatch(ug_server *srv, ug__conn *c, struct ug_request *ctx) {
             ug_resp_send(ctx, 404, "text/plain", "Not Found\n", 10);
         return;
     }
+    if (srv->cfg.max_inflight != UG_UNLIMITED && srv->inflight >= srv->cfg.max_inflight) {
+        /* Load shedding: answered at once, cheaply, and the client is told when to retry. */
+        srv->stats.shed++;
+        ug_resp_header(ctx, "Retry-After", "1");
+        ug_resp_send(ctx, 503, "text/plain", "Service Unavailable\n", 20);
+        return;
+    }
+    ctx->inflight = 1;
+    srv->inflight++;
     ug_handler_result res = r->fn(ctx, r->user);
     if (ctx->rstate == UG_RS_HANDLER) {
         if (res == UG_LATER) {
@@ -309,6 +329,7 @@ static void dispatch(ug_server *srv, ug__conn *c, struct ug_request *ctx) {
 
 /* The answered request's bytes are consumed; parked input joins the buffer. */
 static void finish_request(ug_server *srv, struct ug_request *ctx) {
+    inflight_done(srv, ctx);
     ctx->in_off += ctx->http.consumed;
     ctx->parsing = 0;
     ctx->rstate = UG_RS_NONE;
@@ -325,6 +346,25 @@ static void finish_request(ug_server *srv, struct ug_request *ctx) {
             ctx->in_off = 0;
         }
         if (ug__buf_append(&ctx->in, ctx->parked.p, ctx->parked.len) == 0) ctx->parked.len = 0;
+    }
+}
+
+static void count_limit(ug_server *srv, const ug__http_req *h) {
+    switch (h->error_status) {
+    case 431:
+        if (h->nheaders >= srv->limits.max_headers)
+            srv->stats.limit_headers++;
+        else
+            srv->stats.limit_header_bytes++;
+        break;
+    case 414:
+        srv->stats.limit_uri++;
+        break;
+    case 413:
+        srv->stats.limit_body++;
+        break;
+    default:
+        break;
     }
 }
 
@@ -361,6 +401,7 @@ static void process(ug_server *srv, ug__conn *c) {
         if (r == UG_HTTP_ERROR) {
             srv->stats.requests++;
             srv->stats.bad_requests++;
+            count_limit(srv, &ctx->http);
             ctx->head = (ctx->http.flags & UG_HTTP_HEAD) != 0;
             ctx->keep_alive = 0;
             ug__resp_error(ctx, ctx->http.error_status);
@@ -580,6 +621,21 @@ void ug__conn_timeout(ug_server *srv, ug__conn *c, enum ug__tq q) {
         srv->stats.timeouts_write++;
         ug__conn_abort(srv, c, UG_CANCEL_CLIENT_GONE);
         break;
+    case UG_TQ_HANDLER:
+        if (ctx && ctx->rstate == UG_RS_DEFERRED) {
+            /* Answer for the handler, then tell it: a late answer will find nothing. */
+            ug_cancel_fn fn = ctx->cancel_fn;
+            void *user = ctx->cancel_user;
+            ctx->cancel_fn = NULL;
+            srv->stats.timeouts_handler++;
+            ctx->rstate = UG_RS_HANDLER;
+            ug_resp_send(ctx, 503, "text/plain", "Service Unavailable\n", 20);
+            if (fn) {
+                srv->stats.requests_cancelled++;
+                fn(ctx, UG_CANCEL_TIMEOUT, user);
+            }
+        }
+        break;
     case UG_TQ_LINGER:
         if (c->state == UG_CONN_LINGER)
             ug__conn_close(srv, c, 0);
@@ -675,10 +731,12 @@ ug_str ug_req_query_param(const ug_request *req, const char *key) {
 
 ug_request *ug_req_find(ug_server *srv, uint64_t id) {
     uint32_t idx = (uint32_t)(id & UG_IDX_MAX);
-    if (!id || idx >= srv->slots_used) return NULL;
-    ug__conn *c = &srv->slots[idx];
-    if (c->state != UG_CONN_OPEN || !c->ctx || c->ctx->id != id || !request_live(c->ctx))
+    if (!id) return NULL;
+    ug__conn *c = idx < srv->slots_used ? &srv->slots[idx] : NULL;
+    if (!c || c->state != UG_CONN_OPEN || !c->ctx || c->ctx->id != id || !request_live(c->ctx)) {
+        srv->stats.late_responses++; /* its answer, if any, is dropped by the caller */
         return NULL;
+    }
     return c->ctx;
 }
 

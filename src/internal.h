@@ -61,11 +61,12 @@ enum ug__conn_flag {
  * and no heap (haproxy/nginx style). The loop waits until the earliest head. */
 enum ug__tq {
     UG_TQ_NONE = 0,
-    UG_TQ_IDLE,   /* keep-alive, waiting for a request's first byte */
-    UG_TQ_HEADER, /* request line + headers in progress */
-    UG_TQ_BODY,   /* body in progress */
-    UG_TQ_WRITE,  /* output queued, send not progressing */
-    UG_TQ_LINGER, /* closing politely, or idle during a drain */
+    UG_TQ_IDLE,    /* keep-alive, waiting for a request's first byte */
+    UG_TQ_HEADER,  /* request line + headers in progress */
+    UG_TQ_BODY,    /* body in progress */
+    UG_TQ_WRITE,   /* output queued, send not progressing */
+    UG_TQ_LINGER,  /* closing politely, or idle during a drain */
+    UG_TQ_HANDLER, /* a deferred request waiting for its handler's answer */
     UG_TQ_COUNT,
 };
 
@@ -106,6 +107,7 @@ struct ug_request {
     uint8_t rstate;           /* ug__req_state */
     uint8_t keep_alive;       /* this request allows the connection to stay open */
     uint8_t continue_sent;
+    uint8_t inflight; /* counted in srv->inflight */
 
     ug__buf out[2]; /* output; out[sending] is in flight, the other takes appends */
     int8_t sending; /* index in flight, or -1 */
@@ -163,6 +165,7 @@ struct ug_server {
     uint32_t slots_used; /* high-water mark: slots [0, slots_used) have been touched */
     uint32_t free_head;  /* free list through tq_next */
     uint32_t conns_open;
+    uint32_t inflight; /* requests dispatched and not answered */
     uint32_t dirty_head;
 
     /* request contexts: a recycler of fixed-size objects */

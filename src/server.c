@@ -46,6 +46,8 @@ void ug_config_init(ug_config *cfg) {
     cfg->read_header_timeout_ms = 10000;
     cfg->body_timeout_ms = 30000;
     cfg->write_timeout_ms = 30000;
+    cfg->handler_timeout_ms = 30000;
+    cfg->max_inflight = 8192;
     cfg->linger_ms = 1000;
     cfg->gate_settle_ms = 2;
     cfg->ring_entries = 1024;
@@ -566,6 +568,7 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     DEF(max_headers);
     DEF(max_uri_bytes);
     DEF(max_body_bytes);
+    DEF(max_inflight);
     DEF(ring_entries);
     DEF(recv_buffers);
     DEF(recv_buffer_size);
@@ -595,6 +598,7 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     srv->tq[UG_TQ_HEADER].timeout_ms = cfg.read_header_timeout_ms;
     srv->tq[UG_TQ_BODY].timeout_ms = cfg.body_timeout_ms;
     srv->tq[UG_TQ_WRITE].timeout_ms = cfg.write_timeout_ms;
+    srv->tq[UG_TQ_HANDLER].timeout_ms = cfg.handler_timeout_ms;
     srv->tq[UG_TQ_LINGER].timeout_ms = cfg.linger_ms ? cfg.linger_ms : 1;
     ug__timer_init(&srv->accept_retry, accept_retry_fired);
     ug__timer_init(&srv->lame_duck_timer, lame_duck_over);
@@ -758,4 +762,5 @@ int ug_server_release(ug_server *srv) {
 void ug_server_stats(const ug_server *srv, ug_stats *out) {
     *out = srv->stats;
     out->conns_open = srv->conns_open;
+    out->inflight = srv->inflight;
 }

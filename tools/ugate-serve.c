@@ -100,27 +100,33 @@ static void log_line(void *user, ug_log_level lvl, const char *msg) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: ugate-serve [options]\n"
-               "  --host ADDR                 address to listen on (127.0.0.1)\n"
-               "  --port N                    port (8080; 0 picks a free one)\n"
-               "  --backlog N                 listen backlog (4096)\n"
-               "  --backend uring|epoll|auto  I/O backend (auto: io_uring, else epoll)\n"
-               "  --drain-delay-ms N          lame-duck period after SIGTERM (0)\n"
-               "  --drain-timeout-ms N        drain deadline (30000)\n"
-               "  --linger-ms N               polite-close and idle-drain linger (1000)\n"
-               "  --idle-timeout-ms N         keep-alive idle timeout (60000)\n"
-               "  --read-header-timeout-ms N  request line + headers deadline (10000)\n"
-               "  --body-timeout-ms N         longest gap between body reads (30000)\n"
-               "  --write-timeout-ms N        a send making no progress this long closes (30000)\n"
-               "  --max-conns N               concurrent connections (16384)\n"
-               "  --max-header-bytes N        request line + headers (8192)\n"
-               "  --max-headers N             header fields (64)\n"
-               "  --max-uri-bytes N           request-target (4096)\n"
-               "  --max-body-bytes N          request body (1048576)\n"
-               "  --quiet                     log warnings and errors only\n"
-               "  --help                      this text\n"
-               "Signals: SIGTERM/SIGINT drain gracefully; a second SIGINT closes at once.\n"
-               "Exit: 0 drained, 1 the deadline forced connections closed, 2 error.\n");
+    fprintf(
+        f,
+        "usage: ugate-serve [options]\n"
+        "  --host ADDR                 address to listen on (127.0.0.1)\n"
+        "  --port N                    port (8080; 0 picks a free one)\n"
+        "  --backlog N                 listen backlog (4096)\n"
+        "  --backend uring|epoll|auto  I/O backend (auto: io_uring, else epoll)\n"
+        "  --drain-delay-ms N          lame-duck period after SIGTERM (0)\n"
+        "  --drain-timeout-ms N        drain deadline (30000)\n"
+        "  --linger-ms N               polite-close and idle-drain linger (1000)\n"
+        "  --idle-timeout-ms N         keep-alive idle timeout (60000)\n"
+        "  --read-header-timeout-ms N  request line + headers deadline (10000)\n"
+        "  --body-timeout-ms N         longest gap between body reads (30000)\n"
+        "  --write-timeout-ms N        a send making no progress this long closes (30000)\n"
+        "  --handler-timeout-ms N      a deferred request unanswered this long gets 503 (30000)\n"
+        "  --max-inflight N            requests in flight before shedding with 503 (8192; 0: "
+        "none)\n"
+        "  --max-conns N               concurrent connections (16384)\n"
+        "  --max-header-bytes N        request line + headers (8192)\n"
+        "  --max-headers N             header fields (64)\n"
+        "  --max-uri-bytes N           request-target (4096)\n"
+        "  --max-body-bytes N          request body (1048576)\n"
+        "  --quiet                     log warnings and errors only\n"
+        "  --help                      this text\n"
+        "Timeouts of 0 are disabled.\n"
+        "Signals: SIGTERM/SIGINT drain gracefully; a second SIGINT closes at once.\n"
+        "Exit: 0 drained, 1 the deadline forced connections closed, 2 error.\n");
 }
 
 static int parse_u32(const char *s, uint32_t *out) {
@@ -157,6 +163,8 @@ int main(int argc, char **argv) {
         O_MH,
         O_MURI,
         O_MBODY,
+        O_HTO,
+        O_MINF,
         O_QUIET,
         O_HELP
     };
@@ -177,6 +185,8 @@ int main(int argc, char **argv) {
         {"max-headers", required_argument, 0, O_MH},
         {"max-uri-bytes", required_argument, 0, O_MURI},
         {"max-body-bytes", required_argument, 0, O_MBODY},
+        {"handler-timeout-ms", required_argument, 0, O_HTO},
+        {"max-inflight", required_argument, 0, O_MINF},
         {"quiet", no_argument, 0, O_QUIET},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
@@ -251,6 +261,12 @@ int main(int argc, char **argv) {
             break;
         case O_MBODY:
             cfg.max_body_bytes = v;
+            break;
+        case O_HTO:
+            cfg.handler_timeout_ms = v;
+            break;
+        case O_MINF:
+            cfg.max_inflight = v ? v : UG_UNLIMITED;
             break;
         case O_QUIET:
             cfg.log = quiet_log;
