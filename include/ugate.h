@@ -104,7 +104,7 @@ typedef struct ug_config {
                                   reset; 1000. See "Shutdown". */
     uint32_t gate_settle_ms; /**< when the gate closes, how long the listener (already
                                   dropping new SYNs) waits for handshakes under way before it
-                                  closes; 2. Loopback and LAN handshakes take microseconds;
+                                  closes; 1. Loopback and LAN handshakes take microseconds;
                                   raise it to your clients' RTT for WAN clients. See
                                   ug_server_shutdown. 0 closes at once. */
 

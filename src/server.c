@@ -49,7 +49,7 @@ void ug_config_init(ug_config *cfg) {
     cfg->handler_timeout_ms = 30000;
     cfg->max_inflight = 8192;
     cfg->linger_ms = 1000;
-    cfg->gate_settle_ms = 2;
+    cfg->gate_settle_ms = 1;
     cfg->ring_entries = 1024;
     cfg->recv_buffers = 1024;
     cfg->recv_buffer_size = 4096;
