@@ -41,7 +41,6 @@ static void inflight_done(ug_server *srv, struct ug_request *ctx) {
     }
 }
 
-
 struct ug_request *ug__ctx_get(ug_server *srv) {
     struct ug_request *ctx = srv->ctx_free;
     if (ctx) {
@@ -352,7 +351,7 @@ static void finish_request(ug_server *srv, struct ug_request *ctx) {
 static void count_limit(ug_server *srv, const ug__http_req *h) {
     switch (h->error_status) {
     case 431:
-        if (h->nheaders >= srv->limits.max_headers)
+        if (h->error_reason && !strcmp(h->error_reason, UG_HTTP_REASON_TOO_MANY_HEADERS))
             srv->stats.limit_headers++;
         else
             srv->stats.limit_header_bytes++;

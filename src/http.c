@@ -157,7 +157,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t n) {
     }
     if (r->state_ & ST_IN_VALUE) finish_header(c, &r->headers[r->cur_hdr_]);
     if (r->nheaders >= r->limits->max_headers) {
-        fail(r, 431, "too many header fields");
+        fail(r, 431, UG_HTTP_REASON_TOO_MANY_HEADERS);
         return -1;
     }
     r->cur_hdr_ = r->nheaders++;

@@ -68,6 +68,7 @@ typedef struct ug__http_req {
     uint32_t header_bytes;    /* length of request line + header section once HEADERS_DONE */
     int error_status;         /* 400, 413, 414, 431, 501, 505 with UG_HTTP_ERROR */
     const char *error_reason; /* short static text for logs/tests */
+#define UG_HTTP_REASON_TOO_MANY_HEADERS "too many header fields"
 
     /* private bookkeeping for http.c */
     uint32_t state_;

@@ -181,6 +181,7 @@ struct ug_server {
 
     /* time */
     uint64_t now_ms;
+    int time_stale; /* set before a wait; the first completion after it reads the clock */
     uint64_t now_ns;
     int64_t date_sec;
     char date_hdr[64]; /* "Date: ...\r\n" refreshed once a second */

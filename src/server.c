@@ -458,6 +458,13 @@ static void run_posts(ug_server *srv) {
 
 static void on_completion(void *arg, const ug__completion *cq) {
     ug_server *srv = arg;
+    /* The loop may have slept for long: deadlines set while handling this batch (a new
+     * connection's header timeout, a body gap) must count from now, not from before the
+     * wait. One clock read per batch. */
+    if (srv->time_stale) {
+        update_time(srv);
+        srv->time_stale = 0;
+    }
     unsigned op = UG_UD_OP(cq->ud);
     if (op == UG_OP_ACCEPT) {
         on_accept(srv, cq);
@@ -511,6 +518,7 @@ int ug_server_run(ug_server *srv, ug_report *report) {
         if (next != UINT64_MAX)
             wait_ns = next <= srv->now_ms ? 0 : (int64_t)(next - srv->now_ms) * 1000000;
         if (srv->dirty_head != UG_NONE) wait_ns = 0;
+        srv->time_stale = 1;
         int n = srv->be_ops->wait(srv->be, wait_ns, on_completion, srv);
         if (n < 0) {
             ug__log(srv, UG_LOG_ERROR, "backend wait: %s", strerror(-n));
