@@ -131,7 +131,12 @@ void ug_config_init(ug_config *cfg);
 int ug_server_create(ug_server **out, const ug_config *cfg);
 
 /** Free a server that is not running (ug_server_run never called, or returned). Closes the
- *  listener if still open. Any thread, but not concurrently with any other call on it. */
+ *  listener if still open. Any thread, but not concurrently with any other call on it.
+ *  io_uring note (kernel behaviour, not ours): when a ring is torn down, the kernel sends a
+ *  task-work notification to every thread that used it (here: the one that called
+ *  ug_server_create and the one that ran the loop). A blocking call in such a thread that
+ *  cannot be restarted transparently (a socket call with SO_RCVTIMEO/SO_SNDTIMEO, poll,
+ *  epoll_wait, select) may return EINTR once, shortly after this call. Retry on EINTR. */
 void ug_server_free(ug_server *srv);
 
 /** The bound port (useful with port 0). Any thread. */

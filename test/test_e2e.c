@@ -180,7 +180,7 @@ static void test_echo_and_continue(void) {
         size_t got = 0;
         char *end = NULL;
         while (!end && got < sizeof buf - 1) {
-            ssize_t r = recv(fd, buf + got, 1, 0);
+            ssize_t r = tu_recv(fd, buf + got, 1, 0);
             if (r <= 0) break;
             got += (size_t)r;
             buf[got] = 0;
@@ -241,7 +241,7 @@ static void test_reset_mid_response(void) {
         const char big[] = "GET /big HTTP/1.1\r\n\r\n";
         CU_ASSERT_EQUAL(tu_send_all(fd, big, sizeof big - 1), 0);
         char tmp[1000];
-        CU_ASSERT(recv(fd, tmp, sizeof tmp, 0) > 0);
+        CU_ASSERT(tu_recv(fd, tmp, sizeof tmp, 0) > 0);
         struct linger lg = {1, 0}; /* close with RST */
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(fd);

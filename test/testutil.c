@@ -71,11 +71,31 @@ int tu_connect(uint16_t port) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        close(fd);
-        return -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
+    /* EINTR: the kernel tears down an io_uring this thread used (another server, freed),
+     * and every such thread gets a task-work notification that interrupts a socket call
+     * with a timeout. The connect goes on in the background: wait for its outcome. */
+    if (errno == EINTR) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t el = sizeof err;
+        int r;
+        while ((r = poll(&p, 1, 5000)) < 0 && errno == EINTR) {
+        }
+        if (r == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0) return fd;
+        errno = r == 1 ? err : ETIMEDOUT;
     }
-    return fd;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+ssize_t tu_recv(int fd, void *buf, size_t len, int flags) {
+    ssize_t n;
+    while ((n = recv(fd, buf, len, flags)) < 0 && errno == EINTR) {
+    }
+    return n;
 }
 
 int tu_send_all(int fd, const void *buf, size_t len) {

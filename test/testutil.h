@@ -19,6 +19,8 @@ int tu_uring_available(void);
 
 /* Blocking TCP connect to 127.0.0.1:port with 5 s send/receive timeouts. -1 on error. */
 int tu_connect(uint16_t port);
+/* recv(2) that retries EINTR (see tu_connect). */
+ssize_t tu_recv(int fd, void *buf, size_t len, int flags);
 /* Write all of buf; 0 or -1. */
 int tu_send_all(int fd, const void *buf, size_t len);
 /* Read one HTTP/1.x response (status line, headers, Content-Length or chunked body, or
