@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 ug_backend_kind g_backend = UG_BACKEND_URING;
 
@@ -65,6 +66,25 @@ static ug_handler_result h_big(ug_request *req, void *user) { /* 4 MiB streamed 
     return UG_DONE;
 }
 
+/* Records atomically: the test thread reads these while the loop runs. */
+static void on_cancel_rec(ug_request *req, ug_cancel_reason why, void *user) {
+    (void)req;
+    srv_ctx *sc = user;
+    __atomic_store_n(&sc->last_reason, why, __ATOMIC_SEQ_CST);
+    if ((unsigned)why < sizeof sc->cancel_by_reason / sizeof sc->cancel_by_reason[0])
+        __atomic_add_fetch(&sc->cancel_by_reason[why], 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&sc->cancelled, 1, __ATOMIC_SEQ_CST);
+}
+
+static ug_handler_result h_late_id(ug_request *req, void *user) {
+    srv_ctx *sc = user;
+    ug_req_on_cancel(req, on_cancel_rec, sc);
+    ug_str v = ug_req_query_param(req, "ms");
+    if (v.ptr) CU_ASSERT_EQUAL(ug_req_timer(req, (uint32_t)atoi(v.ptr), late_done, NULL), 0);
+    __atomic_store_n(&sc->last_id, ug_req_id(req), __ATOMIC_SEQ_CST);
+    return UG_LATER;
+}
+
 static void *run_thread(void *arg) {
     srv_ctx *sc = arg;
     sc->run_rc = ug_server_run(sc->srv, &sc->report);
@@ -96,6 +116,7 @@ void ts_start(srv_ctx *sc, ug_config *cfg_in) {
     ug_route(sc->srv, "GET", "/forget", UG_ROUTE_EXACT, h_forget, sc);
     ug_route(sc->srv, "GET", "/late", UG_ROUTE_EXACT, h_late, sc);
     ug_route(sc->srv, "GET", "/big", UG_ROUTE_EXACT, h_big, sc);
+    ug_route(sc->srv, "GET", "/late-id", UG_ROUTE_EXACT, h_late_id, sc);
     sc->port = ug_server_port(sc->srv);
     CU_ASSERT_EQUAL_FATAL(pthread_create(&sc->thr, NULL, run_thread, sc), 0);
 }
@@ -124,4 +145,34 @@ void ts_init(int argc, char **argv) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
+
+typedef struct sync_post {
+    ug_post_fn fn;
+    void *user;
+    int done;
+} sync_post;
+
+static void sync_post_run(ug_server *srv, void *arg) {
+    sync_post *p = arg;
+    p->fn(srv, p->user);
+    __atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
+}
+
+int ts_on_loop(srv_ctx *sc, ug_post_fn fn, void *user) {
+    sync_post p = {fn, user, 0};
+    int rc = ug_server_post(sc->srv, sync_post_run, &p);
+    if (rc) return rc;
+    /* Posted work always runs, at the latest before ug_server_run returns; a stuck loop is
+     * caught by the test watchdog. */
+    while (!__atomic_load_n(&p.done, __ATOMIC_ACQUIRE)) usleep(200);
+    return 0;
+}
+
+static void stats_fn(ug_server *srv, void *user) {
+    ug_server_stats(srv, user);
+}
+
+int ts_stats_now(srv_ctx *sc, ug_stats *out) {
+    return ts_on_loop(sc, stats_fn, out);
 }

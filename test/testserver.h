@@ -15,13 +15,19 @@ typedef struct srv_ctx {
     ug_stats stats; /* read on the loop thread after the run returns */
     int cancelled;  /* cancel callbacks seen (atomic) */
     ug_cancel_reason last_reason;
+    /* GET /late-id: the id of the last request it took, and its cancels by reason (atomic) */
+    uint64_t last_id;
+    int cancel_by_reason[8];
 } srv_ctx;
 
 extern ug_backend_kind g_backend;
 
 /* Routes: GET / (hello), POST /echo, any /path... (echoes the target), GET /forget (returns
  * without responding), GET /late?ms=N (responds "late" from a timer, counts cancels),
- * GET /big (4 MiB streamed). cfg may be NULL (defaults); port and backend are set here. */
+ * GET /big (4 MiB streamed), GET /late-id[?ms=N] (defers, stores its id in last_id, records
+ * cancels by reason; answers "late" after ms if given, else waits for an answer found with
+ * ug_req_find, e.g. from ts_on_loop). cfg may be NULL (defaults); port and backend are set
+ * here. */
 void ts_start(srv_ctx *sc, ug_config *cfg);
 /* Graceful shutdown with a 5 s deadline, join, check CLOSED and accepted_after_close == 0,
  * free. */
@@ -31,5 +37,10 @@ void ts_join(srv_ctx *sc);
 /* Parse argv: "epoll" selects the epoll backend, otherwise io_uring (skipping if refused).
  * Raises RLIMIT_NOFILE to its hard limit. */
 void ts_init(int argc, char **argv);
+/* Run fn(srv, user) on the loop thread (ug_server_post) and wait until it has run. The server
+ * must be running. Returns 0 or the post's error. */
+int ts_on_loop(srv_ctx *sc, ug_post_fn fn, void *user);
+/* The server's counters now, read on the loop thread. */
+int ts_stats_now(srv_ctx *sc, ug_stats *out);
 
 #endif
