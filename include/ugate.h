@@ -303,8 +303,11 @@ typedef struct ug_report {
     uint64_t drain_us;             /**< from the gate closing to the last connection ending */
 } ug_report;
 
-/* The guarantee, precisely (io_uring backend; the epoll backend gives the same, with a plain
- * accept4() loop instead of the multishot accept):
+/* The guarantee, precisely. Both backends give all of it. With epoll, "the multishot accept"
+ * is the listener's registration in the epoll set and accept4() on readiness; cancelling it
+ * is a synchronous deregistration, so no accept completion can race it, and the rest (SYN
+ * filter, queue drain, settle, close) is the same code. Backpressure (max_conns, EMFILE)
+ * pauses the same way: deregistered, clients wait in the backlog.
  *
  *  - The close point is the moment the loop thread closes the gate (DRAINING). From then on
  *    the server takes a connection only if it was accepted by the kernel before the close
