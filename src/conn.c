@@ -197,8 +197,14 @@ void ug__conn_close(ug_server *srv, ug__conn *c, int error) {
     if (error) c->flags |= UG_CF_ERROR;
     c->state = UG_CONN_CLOSING;
     ug__tq_set(srv, c, UG_TQ_NONE);
-    if (c->flags & UG_CF_RECV_ARMED) srv->be_ops->cancel(srv->be, conn_ud(srv, c, UG_OP_RECV));
-    if (c->flags & UG_CF_SEND_INFLIGHT) srv->be_ops->cancel(srv->be, conn_ud(srv, c, UG_OP_SEND));
+    int failed = 0;
+    if (c->flags & UG_CF_RECV_ARMED)
+        failed |= srv->be_ops->cancel(srv->be, conn_ud(srv, c, UG_OP_RECV)) != 0;
+    if (c->flags & UG_CF_SEND_INFLIGHT)
+        failed |= srv->be_ops->cancel(srv->be, conn_ud(srv, c, UG_OP_SEND)) != 0;
+    /* No room to cancel (SQ full): shutting the socket down completes its armed recv (EOF)
+     * and send (EPIPE) just the same, so the final completions still come. */
+    if (failed) shutdown(c->fd, SHUT_RDWR);
     try_finalize(srv, c);
 }
 
@@ -308,7 +314,15 @@ static void dispatch(ug_server *srv, ug__conn *c, struct ug_request *ctx) {
             ctx->rstate = UG_RS_DEFERRED;
             /* Buffered behind the client's EOF: like any deferred request whose client
              * closed, it is cancelled (see ug_cancel_reason). */
-            if (c->flags & UG_CF_PEER_EOF) ug__conn_abort(srv, c, UG_CANCEL_CLIENT_GONE);
+            if (c->flags & UG_CF_PEER_EOF) {
+                /* Consume the request here and let the connection close once the output
+                 * before it is sent; aborting from inside process() would pull the
+                 * context out from under the parse loop. */
+                cancel_request(srv, ctx, UG_CANCEL_CLIENT_GONE);
+                ctx->in_off = ctx->in.len;
+                ctx->parsing = 0;
+                c->flags |= UG_CF_CLOSE_AFTER;
+            }
             return;
         }
         /* A handler that neither answered nor deferred: the client must not hang. */
@@ -507,8 +521,15 @@ void ug__conn_on_recv(ug_server *srv, ug__conn *c, const ug__completion *cq) {
                 return;
             }
             if (c->tq == UG_TQ_BODY) ug__tq_touch(srv, c); /* the body timeout is a gap */
-            if (!more && !(c->flags & UG_CF_RECV_PAUSED) && arm_recv(srv, c) == 0)
-                srv->stats.recv_rearms++;
+            /* Bytes of a new request: the idle wait (or the drain linger) is over, even if
+             * the deadline passes before this batch is flushed. */
+            if (c->tq == UG_TQ_IDLE || c->tq == UG_TQ_LINGER) ug__tq_set(srv, c, UG_TQ_HEADER);
+            if (!more && !(c->flags & UG_CF_RECV_PAUSED)) {
+                if (arm_recv(srv, c) == 0)
+                    srv->stats.recv_rearms++;
+                else /* can't read on: answer what is buffered, then close (like EOF) */
+                    c->flags |= UG_CF_PEER_EOF;
+            }
             ug__mark_dirty(srv, c);
         } else if (c->state == UG_CONN_LINGER && !more && arm_recv(srv, c)) {
             ug__conn_close(srv, c, 0);
@@ -649,7 +670,11 @@ void ug__conn_timeout(ug_server *srv, ug__conn *c, enum ug__tq q) {
 void ug__conn_drain(ug_server *srv, ug__conn *c) {
     c->flags |= UG_CF_DRAIN;
     if (c->state != UG_CONN_OPEN) return;
-    if (c->tq == UG_TQ_IDLE || (c->tq == UG_TQ_HEADER && !c->ctx)) {
+    /* Idle: nothing buffered, nothing live, nothing being sent (whatever queue it is in,
+     * or none when its timeouts are disabled). Busy connections finish first. */
+    struct ug_request *ctx = c->ctx;
+    if (!(c->flags & UG_CF_SEND_INFLIGHT) &&
+        (!ctx || (!request_live(ctx) && ctx->in.len == ctx->in_off))) {
         ug__tq_set(srv, c, UG_TQ_NONE);
         ug__tq_set(srv, c, UG_TQ_LINGER);
     }

@@ -213,7 +213,9 @@ struct ug_server {
     int deadline_armed;
     int forced;
     ug__timer lame_duck_timer;
-    ug__timer settle_timer; /* listener: handshakes under way finish before the close */
+    ug__timer settle_timer;      /* listener: handshakes under way finish before the close */
+    ug__timer deadline_fallback; /* the drain deadline if the backend refused its timer */
+    int accept_cancel_retry;     /* the accept's cancel could not be queued */
     int listener_settling;
     uint64_t t_lame_duck_ms, t_close_ms, t_listener_closed_ms, t_drained_ms;
     ug_report report;

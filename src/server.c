@@ -307,14 +307,15 @@ static void run_hooks(ug_server *srv, ug_gate_state st) {
 
 static void force_all(ug_server *srv) {
     srv->forced = 1;
-    if (srv->holds) {
-        srv->report.holds_forced += srv->holds;
-        srv->holds = 0;
-    }
     for (uint32_t i = 0; i < srv->slots_used; i++) {
         ug__conn *c = &srv->slots[i];
         if (c->state == UG_CONN_OPEN || c->state == UG_CONN_LINGER)
             ug__conn_abort(srv, c, UG_CANCEL_DEADLINE);
+    }
+    /* After the aborts: a cancel callback may have taken a hold (refused from now on). */
+    if (srv->holds) {
+        srv->report.holds_forced += srv->holds;
+        srv->holds = 0;
     }
 }
 
@@ -332,7 +333,7 @@ static void gate_close(ug_server *srv, uint32_t timeout_ms) {
             srv->conns_open, timeout_ms);
     if (srv->accept_armed) {
         srv->accept_cancelled = 1;
-        srv->be_ops->cancel(srv->be, UG_UD(UG_OP_ACCEPT, 0, 0));
+        srv->accept_cancel_retry = srv->be_ops->cancel(srv->be, UG_UD(UG_OP_ACCEPT, 0, 0)) != 0;
     } else {
         listener_close(srv);
     }
@@ -344,10 +345,12 @@ static void gate_close(ug_server *srv, uint32_t timeout_ms) {
         return;
     }
     if (srv->be_ops->timer(srv->be, srv->now_ns + (uint64_t)timeout_ms * 1000000u,
-                           UG_UD(UG_OP_DEADLINE, 0, 0)) == 0)
+                           UG_UD(UG_OP_DEADLINE, 0, 0)) == 0) {
         srv->deadline_armed = 1;
-    else
-        ug__log(srv, UG_LOG_ERROR, "cannot arm the drain deadline");
+    } else { /* the loop's own timer bounds the drain instead */
+        ug__log(srv, UG_LOG_WARN, "drain deadline timer refused: using the loop timer");
+        ug__timer_start(&srv->timers, &srv->deadline_fallback, srv->now_ms + timeout_ms);
+    }
 }
 
 static void lame_duck_over(ug__timer *t, void *arg) {
@@ -356,15 +359,23 @@ static void lame_duck_over(ug__timer *t, void *arg) {
     gate_close(srv, atomic_load(&srv->sd_timeout_ms));
 }
 
-static void on_deadline(ug_server *srv, const ug__completion *cq) {
-    srv->deadline_armed = 0;
-    if (cq->res == -ECANCELED) return;
+static void deadline_reached(ug_server *srv) {
     if (srv->conns_open || srv->holds) {
         ug__log(srv, UG_LOG_WARN,
                 "drain deadline: forcing %u connection(s) closed, dropping %u hold(s)",
                 srv->conns_open, srv->holds);
         force_all(srv);
     }
+}
+
+static void on_deadline(ug_server *srv, const ug__completion *cq) {
+    srv->deadline_armed = 0;
+    if (cq->res != -ECANCELED) deadline_reached(srv);
+}
+
+static void deadline_fallback_fired(ug__timer *t, void *arg) {
+    (void)t;
+    deadline_reached(arg);
 }
 
 /* Apply shutdown requests stored by ug_server_shutdown (any thread, or a signal handler). */
@@ -421,24 +432,35 @@ ug_gate_state ug_server_state(const ug_server *srv) {
 
 /* ---------------------------------------------------------------- posts ---- */
 
+/* The run's end swaps this marker in: a post that loses the race to it is refused rather
+ * than accepted and never run. */
+#define POSTS_CLOSED ((ug__post *)(uintptr_t)1)
+
 int ug_server_post(ug_server *srv, ug_post_fn fn, void *user) {
     if (!srv || !fn) return -EINVAL;
-    if (atomic_load(&srv->gate) == UG_GATE_CLOSED) return -ESHUTDOWN;
     ug__post *p = malloc(sizeof *p);
     if (!p) return -ENOMEM;
     p->fn = fn;
     p->user = user;
-    p->next = atomic_load_explicit(&srv->posts, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit(&srv->posts, &p->next, p, memory_order_release,
-                                                  memory_order_relaxed)) {
-    }
+    ug__post *cur = atomic_load_explicit(&srv->posts, memory_order_relaxed);
+    do {
+        if (cur == POSTS_CLOSED) {
+            free(p);
+            return -ESHUTDOWN;
+        }
+        p->next = cur;
+    } while (!atomic_compare_exchange_weak_explicit(&srv->posts, &cur, p, memory_order_release,
+                                                    memory_order_relaxed));
     srv->be_ops->wake(srv->be);
     return 0;
 }
 
-static void run_posts(ug_server *srv) {
-    if (!atomic_load_explicit(&srv->posts, memory_order_relaxed)) return;
-    ug__post *list = atomic_exchange_explicit(&srv->posts, NULL, memory_order_acquire);
+/* Run what was posted, in posting order. final: also close the stack to new posts. */
+static void run_posts(ug_server *srv, int final) {
+    if (!final && !atomic_load_explicit(&srv->posts, memory_order_relaxed)) return;
+    ug__post *list =
+        atomic_exchange_explicit(&srv->posts, final ? POSTS_CLOSED : NULL, memory_order_acquire);
+    if (list == POSTS_CLOSED) return;
     ug__post *rev = NULL; /* the stack is newest first: run in posting order */
     while (list) {
         ug__post *n = list->next;
@@ -508,7 +530,9 @@ int ug_server_run(ug_server *srv, ug_report *report) {
     while (rc == 0) {
         update_time(srv);
         check_shutdown(srv);
-        run_posts(srv);
+        if (srv->accept_cancel_retry && srv->accept_armed) /* the SQ was full: try again */
+            srv->accept_cancel_retry = srv->be_ops->cancel(srv->be, UG_UD(UG_OP_ACCEPT, 0, 0)) != 0;
+        run_posts(srv, 0);
         ug__timer_run(&srv->timers, srv->now_ms, srv);
         tq_expire(srv);
         flush_dirty(srv);
@@ -534,7 +558,7 @@ int ug_server_run(ug_server *srv, ug_report *report) {
         }
     }
     update_time(srv);
-    run_posts(srv);
+    run_posts(srv, 1);
     if (srv->deadline_armed) srv->be_ops->timer_cancel(srv->be, UG_UD(UG_OP_DEADLINE, 0, 0));
     srv->t_drained_ms = srv->now_ms;
     if (srv->t_close_ms) srv->report.drain_us = (srv->now_ms - srv->t_close_ms) * 1000u;
@@ -611,6 +635,7 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     ug__timer_init(&srv->accept_retry, accept_retry_fired);
     ug__timer_init(&srv->lame_duck_timer, lame_duck_over);
     ug__timer_init(&srv->settle_timer, settle_over);
+    ug__timer_init(&srv->deadline_fallback, deadline_fallback_fired);
     atomic_init(&srv->gate, UG_GATE_OPEN);
     atomic_init(&srv->posts, NULL);
     int rc = -ENOMEM;
@@ -684,6 +709,7 @@ void ug_server_free(ug_server *srv) {
     if (srv->be) srv->be_ops->destroy(srv->be);
     if (srv->lfd >= 0) close(srv->lfd);
     ug__post *p = atomic_exchange(&srv->posts, NULL);
+    if (p == POSTS_CLOSED) p = NULL;
     while (p) {
         ug__post *n = p->next;
         free(p);
@@ -756,7 +782,7 @@ int ug_server_on_shutdown(ug_server *srv, ug_shutdown_hook_fn fn, void *user) {
 }
 
 int ug_server_hold(ug_server *srv) {
-    if (gate(srv) == UG_GATE_CLOSED) return -ESHUTDOWN;
+    if (gate(srv) == UG_GATE_CLOSED || srv->forced) return -ESHUTDOWN;
     srv->holds++;
     return 0;
 }
