@@ -50,6 +50,7 @@ static struct mock {
 
     int auto_send, auto_cancel, wire;
     int fail_wait; /* the next wait() returns this error */
+    int fail_recv; /* the next recv() returns this error */
 
     char errors[MAX_ERRORS][160];
     unsigned nerrors;
@@ -122,6 +123,7 @@ void mock_reset(void) {
     m.auto_send = m.auto_cancel = 0;
     m.wire = 1;
     m.fail_wait = 0;
+    m.fail_recv = 0;
     m.nerrors = 0;
     m.log_len = 0;
     m.log[0] = 0;
@@ -143,6 +145,12 @@ void mock_fail_wait(int err) {
     pthread_mutex_lock(&m.mu);
     m.fail_wait = err;
     pthread_cond_broadcast(&m.loop_cv);
+    pthread_mutex_unlock(&m.mu);
+}
+
+void mock_fail_recv(int err) {
+    pthread_mutex_lock(&m.mu);
+    m.fail_recv = err;
     pthread_mutex_unlock(&m.mu);
 }
 
@@ -288,6 +296,12 @@ static int m_recv(ug__backend *b, int fd, uint64_t ud) {
     pthread_mutex_lock(&m.mu);
     check_thread_locked("recv");
     if (UG__UD_RESERVED(ud)) err_locked("recv with a reserved user_data");
+    if (m.fail_recv) {
+        int e = m.fail_recv;
+        m.fail_recv = 0;
+        pthread_mutex_unlock(&m.mu);
+        return e;
+    }
     for (unsigned i = 0; i < m.nops; i++)
         if (m.ops[i].kind == MK_RECV && m.ops[i].fd == fd && !m.ops[i].finished)
             err_locked("recv armed on fd %d while another recv is armed on it", fd);

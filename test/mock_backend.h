@@ -63,6 +63,8 @@ void mock_reset(void);
 void mock_auto(int sends, int cancels);
 /* The next wait() call fails with err (a negative errno). */
 void mock_fail_wait(int err);
+/* The next recv() call fails with err (a negative errno) without arming anything. */
+void mock_fail_recv(int err);
 /* Write the bytes of completed sends to the fd (default on). */
 void mock_wire(int on);
 

@@ -6,6 +6,8 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,8 @@ static struct {
     int handled;
     int timer_fired;
     int timer_rc;
+    int hold_in_cancel; /* on_cancel takes a hold (ug_server_hold) */
+    int hold_rc;
 } g;
 
 static const char GET_HELLO[] = "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -41,6 +45,21 @@ static void on_cancel(ug_request *req, ug_cancel_reason why, void *user) {
     g.cancels++;
     g.why = why;
     g.found_in_cancel = ug_req_find(ug_req_server(req), g.id) != NULL;
+    if (g.hold_in_cancel) g.hold_rc = ug_server_hold(ug_req_server(req));
+}
+
+static void release_hold(ug_server *s, void *user) {
+    (void)user;
+    ug_server_release(s);
+}
+
+/* Blocks the loop for a while: stands for a busy iteration (many connections' work). */
+static ug_handler_result h_slow(ug_request *req, void *user) {
+    (void)user;
+    g.handled++;
+    usleep(300000);
+    ug_resp_send(req, 200, "text/plain", "slow", 4);
+    return UG_DONE;
 }
 
 static ug_handler_result h_defer(ug_request *req, void *user) {
@@ -127,6 +146,7 @@ static int start_cfg(ug_config *cfg) {
     ug_route(srv, "GET", "/defer", UG_ROUTE_EXACT, h_defer, NULL);
     ug_route(srv, "GET", "/noresp", UG_ROUTE_EXACT, h_noresp, NULL);
     ug_route(srv, "GET", "/timer", UG_ROUTE_EXACT, h_timer, NULL);
+    ug_route(srv, "GET", "/slow", UG_ROUTE_EXACT, h_slow, NULL);
     ug_route(srv, NULL, "/", UG_ROUTE_PREFIX, h_echo, NULL);
     mock_run(srv);
     return 0;
@@ -1217,7 +1237,7 @@ static void test_immediate_shutdown_forces_racing_accept(void) {
     unsigned from = mock_nops();
     mock_complete(MOCK_ACCEPT_UD, cn.fd, UG__CF_MORE); /* races the cancel */
     mock_complete(MOCK_ACCEPT_UD, -ECANCELED, 0);
-    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT(mock_sync() >= 0); /* 1: the run may already have ended (nothing left) */
     CU_ASSERT_EQUAL(mock_count(MK_RECV, cn.fd, from), 0); /* never armed: closed at once */
     CU_ASSERT(!mock_fd_open(&cn));
     for (uint64_t t0 = tu_now_ms(); !mock_done() && tu_now_ms() - t0 < 500;) {
@@ -1226,6 +1246,276 @@ static void test_immediate_shutdown_forces_racing_accept(void) {
     }
     CU_ASSERT(mock_done());
     finish();
+}
+
+/* A client sends a request that is answered at once (its response still being sent), then a
+ * request the handler defers, then EOF, all before the send completes. The deferred request
+ * is cancelled (its client is gone): dispatch() aborts the connection, but process() goes on
+ * parsing the same, never-consumed request bytes (the parser is still at DONE) and
+ * dispatches it a second time on the closing connection. The second request is never
+ * cancelled: its cancel callback never fires. */
+static void test_eof_behind_send_dispatches_twice(void) {
+    start();
+    mock_wire(0);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    unsigned from = mock_nops();
+    mock_recv_str(cn.recv_ud, GET_A, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(mock_count(MK_SEND, cn.fd, from), 1); /* in flight, not completed */
+    mock_hold();
+    mock_recv_str(cn.recv_ud, GET_DEFER, UG__CF_MORE);
+    mock_complete(cn.recv_ud, 0, 0); /* EOF */
+    mock_release();
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(g.deferred, 1); /* the handler runs once per request */
+    CU_ASSERT_EQUAL(g.cancels, 1);
+    ug_stats st;
+    mock_stats(srv, &st);
+    CU_ASSERT_EQUAL(st.requests, 2);
+    CU_ASSERT_EQUAL(st.inflight, 0);
+    mock_complete_send(cn.fd, -ECANCELED);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT(!mock_fd_open(&cn));
+    CU_ASSERT_EQUAL(g.cancels, g.deferred); /* every deferred request hears about it */
+    finish();
+}
+
+/* With idle_timeout_ms = 0 (and read_header_timeout_ms = 0), idle keep-alive connections are
+ * in no timeout queue. ug__conn_drain only moves connections found in UG_TQ_IDLE (or
+ * UG_TQ_HEADER without a context) to the drain linger, so these stay open: the drain waits
+ * for the deadline and forces them, instead of lingering linger_ms and closing them. */
+static void test_drain_idle_without_idle_timeout(void) {
+    ug_config cfg;
+    base_cfg(&cfg);
+    cfg.idle_timeout_ms = 0;
+    cfg.read_header_timeout_ms = 0;
+    cfg.linger_ms = 30;
+    CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    CU_ASSERT_FATAL(mock_accept(&cn2, UG__CF_MORE) == 0); /* accepted, nothing sent yet */
+    mock_recv_str(cn.recv_ud, GET_HELLO, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    mock_complete_send(cn.fd, MOCK_ALL);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    peer_reads(&cn, 200, "/hello");
+
+    ug_shutdown_opts o = {.drain_timeout_ms = 20000};
+    CU_ASSERT_EQUAL(ug_server_shutdown(srv, &o), 0);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    mock_complete(MOCK_ACCEPT_UD, -ECANCELED, 0);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    /* linger (30 ms), our FIN, linger again (30 ms), then the recv is cancelled */
+    WAIT_FOR(mock_cancels_of(cn.recv_ud) == 1 && mock_cancels_of(cn2.recv_ud) == 1);
+    CU_ASSERT(mock_peer_eof(&cn));
+    CU_ASSERT(mock_peer_eof(&cn2));
+    CU_ASSERT_EQUAL(mock_cancels_of(cn.recv_ud), 1);
+    CU_ASSERT_EQUAL(mock_cancels_of(cn2.recv_ud), 1);
+    if (mock_cancels_of(cn.recv_ud) == 1 && mock_cancels_of(cn2.recv_ud) == 1) {
+        mock_complete(cn.recv_ud, -ECANCELED, 0);
+        mock_complete(cn2.recv_ud, -ECANCELED, 0);
+        ug_report rep;
+        CU_ASSERT_EQUAL(mock_join(&rep), 0);
+        CU_ASSERT_EQUAL(rep.conns_drained, 2);
+        CU_ASSERT_EQUAL(rep.conns_forced, 0);
+    }
+    finish();
+}
+
+/* A keep-alive client sends its next request just before the idle timeout, while the loop is
+ * busy (here: a slow handler on another connection). The bytes are received (a context is
+ * taken and the request is buffered) in the same batch in which the idle deadline passes,
+ * but on_recv leaves the connection in UG_TQ_IDLE: tq_expire runs before flush_dirty, so the
+ * idle timeout fires, begin_linger drops the buffered request with the context and sends our
+ * FIN. The client loses a request it sent before we decided to close. */
+static void test_idle_timeout_drops_received_request(void) {
+    ug_config cfg;
+    base_cfg(&cfg);
+    cfg.idle_timeout_ms = 100;
+    CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
+    mock_wire(0);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    CU_ASSERT_FATAL(mock_accept(&cn2, UG__CF_MORE) == 0);
+    mock_recv_str(cn.recv_ud, GET_HELLO, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    mock_complete_send(cn.fd, MOCK_ALL);
+    CU_ASSERT_EQUAL(mock_sync(), 0); /* cn idle: deadline now + 100 ms */
+    unsigned from = mock_nops();
+    mock_recv_str(cn2.recv_ud, "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n", UG__CF_MORE);
+    usleep(30000);                                 /* the loop is inside h_slow now */
+    mock_recv_str(cn.recv_ud, GET_B, UG__CF_MORE); /* 30 ms before cn's idle deadline */
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(g.handled, 3); /* /hello, /slow and /b */
+    CU_ASSERT_EQUAL(mock_count(MK_SEND, cn.fd, from), 1);
+    CU_ASSERT(!mock_peer_eof(&cn));
+    const char *b[] = {"/b"};
+    if (mock_count(MK_SEND, cn.fd, from) == 1)
+        assert_responses(mock_last(MK_SEND, cn.fd, from), 1, b);
+    finish();
+}
+
+/* The drain deadline drops every hold, then aborts the connections: their cancel callbacks
+ * run after the holds were dropped, and a hold taken there (to flush the cancelled work, say)
+ * is never dropped: nothing bounds it any more, ug_server_run does not return. ugate.h says
+ * holds are "bounded by the drain deadline". */
+static void test_hold_taken_after_deadline(void) {
+    start();
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    mock_recv_str(cn.recv_ud, GET_DEFER, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(g.deferred, 1);
+    g.hold_in_cancel = 1;
+    g.hold_rc = 1;
+    mock_auto(1, 1);
+    ug_shutdown_opts o = {.drain_timeout_ms = 50};
+    CU_ASSERT_EQUAL(ug_server_shutdown(srv, &o), 0);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    mock_complete(MOCK_DEADLINE_UD, 0, 0); /* the deadline fires */
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(g.cancels, 1);
+    CU_ASSERT_EQUAL(g.why, UG_CANCEL_DEADLINE);
+    for (uint64_t t0 = tu_now_ms(); !mock_done() && tu_now_ms() - t0 < 500;) {
+        usleep(5000);
+        mock_sync();
+    }
+    /* Either the hold is refused once the deadline has passed, or the run returns anyway. */
+    CU_ASSERT(mock_done() || g.hold_rc != 0);
+    g.hold_in_cancel = 0;
+    finish(); /* an immediate shutdown drops the stray hold */
+}
+
+/* Same with an immediate shutdown: force_all drops the holds first, then aborts the
+ * connections, whose cancel callbacks take a hold that nothing drops: the run never
+ * returns (a second immediate shutdown is a no-op once shutdown_seen is 2). */
+static void test_hold_taken_in_immediate_cancel(void) {
+    start();
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    mock_recv_str(cn.recv_ud, GET_DEFER, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    g.hold_in_cancel = 1;
+    g.hold_rc = 1;
+    mock_auto(1, 1);
+    ug_shutdown_opts o = {.immediate = 1};
+    CU_ASSERT_EQUAL(ug_server_shutdown(srv, &o), 0);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(g.cancels, 1);
+    for (uint64_t t0 = tu_now_ms(); !mock_done() && tu_now_ms() - t0 < 500;) {
+        usleep(5000);
+        mock_sync();
+    }
+    CU_ASSERT(mock_done() || g.hold_rc != 0);
+    g.hold_in_cancel = 0;
+    if (!mock_done() && g.hold_rc == 0) { /* give the stray hold back so the run can end */
+        mock_on_loop(srv, release_hold, NULL);
+    }
+    finish();
+}
+
+/* A final recv completion with data (CQ overflow) is handled and the recv re-armed; when the
+ * re-arm fails, nothing notices: the connection stays open with no recv armed, so the
+ * client's next request is never read (until the idle timeout, or forever with
+ * idle_timeout_ms = 0). The ENOBUFS path closes the connection in that case. */
+static void test_final_recv_rearm_failure(void) {
+    start();
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    unsigned from = mock_nops();
+    mock_fail_recv(-ENOMEM);
+    mock_recv_str(cn.recv_ud, GET_HELLO, 0); /* final: no MORE */
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(mock_count(MK_SEND, cn.fd, from), 1);
+    mock_complete_send(cn.fd, MOCK_ALL);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    peer_reads(&cn, 200, "/hello");
+    /* Not readable and still open would be a connection nobody reads: it must close. */
+    CU_ASSERT(mock_count(MK_RECV, cn.fd, from) == 1 || !mock_fd_open(&cn));
+    finish();
+}
+
+/* The same abort inside dispatch() with no send in flight finalizes the connection at once:
+ * try_finalize() gives the context back (ug__ctx_put), then process() and ug__conn_flush()
+ * go on reading and writing it. With the recycler full (CTX_FREE_MAX contexts on the free
+ * list) ug__ctx_put frees it: a heap use-after-free (ASan reports it; a plain build reads
+ * freed memory). Fill the recycler with 1024 contexts, then send a deferred request and EOF
+ * in one batch. */
+#define REVIEW_NCTX 1024
+static void test_deferred_eof_uses_freed_context(void) {
+    static mock_conn ext[REVIEW_NCTX];
+    start();
+    mock_wire(0);
+    mock_auto(1, 0);
+    int ok = 1;
+    for (int i = 0; i < REVIEW_NCTX && ok; i++) ok = mock_accept(&ext[i], UG__CF_MORE) == 0;
+    CU_ASSERT_FATAL(ok);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    mock_recv_str(cn.recv_ud, "GET /defer HTTP/1.1\r\n", UG__CF_MORE); /* cn takes one */
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    for (int i = 0; i < REVIEW_NCTX; i++) /* each connection takes a context */
+        mock_recv_str(ext[i].recv_ud, "GET /a HTTP/1.1\r\n", UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    for (int i = 0; i < REVIEW_NCTX; i++) /* ... and gives it back once answered */
+        mock_recv_str(ext[i].recv_ud, "Host: t\r\n\r\n", UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(g.handled, REVIEW_NCTX);
+    CU_ASSERT_EQUAL(srv->ctx_free_count, 1024u); /* read after sync: the loop is idle */
+    mock_hold();
+    mock_recv_str(cn.recv_ud, "Host: t\r\n\r\n", UG__CF_MORE);
+    mock_complete(cn.recv_ud, 0, 0); /* EOF */
+    mock_release();
+    CU_ASSERT_EQUAL(mock_sync(), 0); /* cn's context is freed, then used */
+    CU_ASSERT_EQUAL(g.deferred, 1);
+    CU_ASSERT_EQUAL(g.cancels, 1);
+    CU_ASSERT(!mock_fd_open(&cn));
+    finish();
+    for (int i = 0; i < REVIEW_NCTX; i++) mock_conn_close(&ext[i]);
+}
+
+/* ugate.h: "Posted work still queued when ug_server_run returns runs before it returns", and
+ * ug_server_post returns -ESHUTDOWN "once the server has stopped". ug_server_run runs the
+ * posts one last time and only then sets the gate to CLOSED: a post made in between returns
+ * 0 but never runs (ug_server_free frees it). A thread posting in a loop during shutdown
+ * hits that window. */
+static struct {
+    ug_server *srv;
+    atomic_int ran;
+    int posted;
+} pr;
+
+static void post_count(ug_server *s, void *user) {
+    (void)s;
+    (void)user;
+    atomic_fetch_add(&pr.ran, 1);
+}
+
+static void *poster(void *arg) {
+    (void)arg;
+    for (;;) {
+        int rc = ug_server_post(pr.srv, post_count, NULL);
+        if (rc == 0)
+            pr.posted++;
+        else
+            break;
+    }
+    return NULL;
+}
+
+static void test_post_racing_the_end_of_run(void) {
+    int lost = 0;
+    for (int round = 0; round < 30 && !lost; round++) {
+        start();
+        mock_auto(1, 1);
+        pr.srv = srv;
+        atomic_store(&pr.ran, 0);
+        pr.posted = 0;
+        pthread_t t;
+        CU_ASSERT_FATAL(pthread_create(&t, NULL, poster, NULL) == 0);
+        usleep(1000);
+        ug_server_shutdown(srv, NULL);
+        mock_join(NULL);
+        pthread_join(t, NULL);
+        if (atomic_load(&pr.ran) != pr.posted) lost = pr.posted - atomic_load(&pr.ran);
+        finish();
+    }
+    CU_ASSERT_EQUAL(lost, 0);
 }
 
 static void register_suites(void) {
@@ -1272,6 +1562,19 @@ static void register_suites(void) {
     CU_add_test(s, "request and EOF in one batch are answered", test_request_and_eof_in_one_batch);
     CU_add_test(s, "dirty list survives slot reuse in one batch",
                 test_dirty_list_survives_slot_reuse);
+    CU_add_test(s, "EOF behind a send dispatches the deferred request twice",
+                test_eof_behind_send_dispatches_twice);
+    CU_add_test(s, "drain lingers idle connections without idle timeout",
+                test_drain_idle_without_idle_timeout);
+    CU_add_test(s, "idle timeout drops a request already received",
+                test_idle_timeout_drops_received_request);
+    CU_add_test(s, "hold taken after the deadline", test_hold_taken_after_deadline);
+    CU_add_test(s, "hold taken in an immediate shutdown's cancel",
+                test_hold_taken_in_immediate_cancel);
+    CU_add_test(s, "final recv re-arm failure", test_final_recv_rearm_failure);
+    CU_add_test(s, "a post racing the end of the run never runs", test_post_racing_the_end_of_run);
+    CU_add_test(s, "deferred request + EOF uses a freed context",
+                test_deferred_eof_uses_freed_context);
 }
 
 int main(void) {
