@@ -1353,10 +1353,9 @@ static void test_idle_timeout_drops_received_request(void) {
     finish();
 }
 
-/* The drain deadline drops every hold, then aborts the connections: their cancel callbacks
- * run after the holds were dropped, and a hold taken there (to flush the cancelled work, say)
- * is never dropped: nothing bounds it any more, ug_server_run does not return. ugate.h says
- * holds are "bounded by the drain deadline". */
+/* Regression: the drain deadline used to drop every hold before aborting the connections, so
+ * a hold taken in a cancel callback (to flush the cancelled work, say) was never dropped and
+ * ug_server_run did not return. Holds are "bounded by the drain deadline" (ugate.h). */
 static void test_hold_taken_after_deadline(void) {
     start();
     CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
@@ -1370,7 +1369,7 @@ static void test_hold_taken_after_deadline(void) {
     CU_ASSERT_EQUAL(ug_server_shutdown(srv, &o), 0);
     CU_ASSERT_EQUAL(mock_sync(), 0);
     mock_complete(MOCK_DEADLINE_UD, 0, 0); /* the deadline fires */
-    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT(mock_sync() >= 0);           /* 1: the run has already ended, as it should */
     CU_ASSERT_EQUAL(g.cancels, 1);
     CU_ASSERT_EQUAL(g.why, UG_CANCEL_DEADLINE);
     for (uint64_t t0 = tu_now_ms(); !mock_done() && tu_now_ms() - t0 < 500;) {
@@ -1396,7 +1395,7 @@ static void test_hold_taken_in_immediate_cancel(void) {
     mock_auto(1, 1);
     ug_shutdown_opts o = {.immediate = 1};
     CU_ASSERT_EQUAL(ug_server_shutdown(srv, &o), 0);
-    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT(mock_sync() >= 0); /* 1: the run has already ended, as it should */
     CU_ASSERT_EQUAL(g.cancels, 1);
     for (uint64_t t0 = tu_now_ms(); !mock_done() && tu_now_ms() - t0 < 500;) {
         usleep(5000);
