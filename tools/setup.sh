@@ -1,5 +1,8 @@
+# shellcheck shell=bash
 # Sourced by tools/run and tools/test: install the Debian packages ugate needs, if missing.
 UGATE_DEPS="gcc make cmake pkg-config liburing-dev libhttp-parser-dev libcunit1-dev"
+# usage: ugate_setup [extra-package...]
+# shellcheck disable=SC2120
 ugate_setup() {
     local missing=() p
     for p in $UGATE_DEPS "$@"; do
@@ -9,6 +12,9 @@ ugate_setup() {
     echo "setup: installing ${missing[*]}"
     local sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null ||
-        { echo "setup: could not install ${missing[*]}" >&2; return 1; }
+    if ! $sudo apt-get update -qq ||
+        ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; then
+        echo "setup: could not install ${missing[*]}" >&2
+        return 1
+    fi
 }
