@@ -55,6 +55,15 @@ static ug_handler_result h_late(ug_request *req, void *user) {
     return UG_LATER;
 }
 
+/* Blocks the loop thread on purpose (tests only): completions pile up meanwhile. */
+static ug_handler_result h_block(ug_request *req, void *user) {
+    (void)user;
+    ug_str v = ug_req_query_param(req, "ms");
+    usleep((useconds_t)(v.ptr ? atoi(v.ptr) : 100) * 1000);
+    ug_resp_send(req, 200, "text/plain", "blocked", 7);
+    return UG_DONE;
+}
+
 static ug_handler_result h_big(ug_request *req, void *user) { /* 4 MiB streamed */
     (void)user;
     static char chunk[65536];
@@ -116,6 +125,7 @@ void ts_start(srv_ctx *sc, ug_config *cfg_in) {
     ug_route(sc->srv, "GET", "/forget", UG_ROUTE_EXACT, h_forget, sc);
     ug_route(sc->srv, "GET", "/late", UG_ROUTE_EXACT, h_late, sc);
     ug_route(sc->srv, "GET", "/big", UG_ROUTE_EXACT, h_big, sc);
+    ug_route(sc->srv, "GET", "/block", UG_ROUTE_EXACT, h_block, sc);
     ug_route(sc->srv, "GET", "/late-id", UG_ROUTE_EXACT, h_late_id, sc);
     sc->port = ug_server_port(sc->srv);
     CU_ASSERT_EQUAL_FATAL(pthread_create(&sc->thr, NULL, run_thread, sc), 0);

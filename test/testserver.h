@@ -26,7 +26,8 @@ extern ug_backend_kind g_backend;
  * without responding), GET /late?ms=N (responds "late" from a timer, counts cancels),
  * GET /big (4 MiB streamed), GET /late-id[?ms=N] (defers, stores its id in last_id, records
  * cancels by reason; answers "late" after ms if given, else waits for an answer found with
- * ug_req_find, e.g. from ts_on_loop). cfg may be NULL (defaults); port and backend are set
+ * ug_req_find, e.g. from ts_on_loop), GET /block?ms=N (blocks the loop thread N ms, on
+ * purpose). cfg may be NULL (defaults); port and backend are set
  * here. */
 void ts_start(srv_ctx *sc, ug_config *cfg);
 /* Graceful shutdown with a 5 s deadline, join, check CLOSED and accepted_after_close == 0,
