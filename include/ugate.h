@@ -61,12 +61,12 @@ typedef enum ug_log_level {
  *  and valid only during the call. */
 typedef void (*ug_log_fn)(void *user, ug_log_level level, const char *msg);
 
-/** Server configuration. Fill with ug_config_init() and change what you need; the server
- *  copies it (strings included) in ug_server_create(). Limits of 0 mean "use the default"
- *  unless the field says otherwise. */
 /** For limits that can be switched off explicitly (0 means "the default"). */
 #define UG_UNLIMITED UINT32_MAX
 
+/** Server configuration. Fill with ug_config_init() and change what you need; the server
+ *  copies it (strings included) in ug_server_create(). Limits of 0 mean "use the default"
+ *  unless the field says otherwise. */
 typedef struct ug_config {
     const char *host;        /**< address to bind; "127.0.0.1". IPv6 literals are accepted. */
     uint16_t port;           /**< 8080; 0 picks a free port (read it with ug_server_port()) */
@@ -101,7 +101,7 @@ typedef struct ug_config {
     uint32_t linger_ms;      /**< how long a connection closed by the server keeps reading (and
                                   discarding, or during a drain, serving) what the client already
                                   sent, so that the client sees our response and FIN instead of a
-                                  reset; 1000. See "Shutdown". */
+                                  reset; 1000. See the guarantee above ug_server_run. */
     uint32_t gate_settle_ms; /**< when the gate closes, how long the listener (already
                                   dropping new SYNs) waits for handshakes under way before it
                                   closes; 1. Loopback and LAN handshakes take microseconds;
