@@ -896,3 +896,14 @@ int mock_resp_header_count(const mock_resp *r, const char *name) {
     while (header_at(r, name, n)) n++;
     return n;
 }
+
+void mock_base_cfg(ug_config *cfg) {
+    ug_config_init(cfg);
+    cfg->host = "127.0.0.1";
+    cfg->port = 0;
+    cfg->idle_timeout_ms = 60000;
+    cfg->read_header_timeout_ms = 60000;
+    cfg->body_timeout_ms = 60000;
+    cfg->write_timeout_ms = 60000;
+    cfg->linger_ms = 60000;
+}

@@ -161,4 +161,8 @@ const char *mock_resp_header(const mock_resp *r, const char *name);
 /* Number of header lines named name. */
 int mock_resp_header_count(const mock_resp *r, const char *name);
 
+/* A configuration for mock-driven tests: loopback, port 0, and timeouts long enough that
+ * nothing expires by itself while a test steps the loop. */
+void mock_base_cfg(ug_config *cfg);
+
 #endif

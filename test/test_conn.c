@@ -121,18 +121,6 @@ static void find_only(ug_server *s, void *user) {
 
 /* ---------------------------------------------------------------- fixture ---- */
 
-static void base_cfg(ug_config *cfg) {
-    ug_config_init(cfg);
-    cfg->host = "127.0.0.1";
-    cfg->port = 0;
-    /* Long timeouts: nothing may expire by itself while a test steps the loop. */
-    cfg->idle_timeout_ms = 60000;
-    cfg->read_header_timeout_ms = 60000;
-    cfg->body_timeout_ms = 60000;
-    cfg->write_timeout_ms = 60000;
-    cfg->linger_ms = 60000;
-}
-
 static int start_cfg(ug_config *cfg) {
     memset(&g, 0, sizeof g);
     memset(&cn, 0, sizeof cn);
@@ -154,7 +142,7 @@ static int start_cfg(ug_config *cfg) {
 
 static void start(void) {
     ug_config cfg;
-    base_cfg(&cfg);
+    mock_base_cfg(&cfg);
     CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
 }
 
@@ -1007,7 +995,7 @@ static void test_req_timer(void) {
 
 static void test_idle_and_linger_timeouts(void) {
     ug_config cfg;
-    base_cfg(&cfg);
+    mock_base_cfg(&cfg);
     cfg.idle_timeout_ms = 50;
     cfg.linger_ms = 50;
     CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
@@ -1035,7 +1023,7 @@ static void test_idle_and_linger_timeouts(void) {
 
 static void test_header_timeout_408(void) {
     ug_config cfg;
-    base_cfg(&cfg);
+    mock_base_cfg(&cfg);
     cfg.read_header_timeout_ms = 50;
     CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
     CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
@@ -1068,7 +1056,7 @@ static void test_header_timeout_408(void) {
 
 static void test_write_timeout(void) {
     ug_config cfg;
-    base_cfg(&cfg);
+    mock_base_cfg(&cfg);
     cfg.write_timeout_ms = 50;
     CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
     CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
@@ -1212,7 +1200,7 @@ static void test_paused_recv_resumes_after_late_cancel(void) {
  * stays armed (up to max_conns + 4096 connections are served). */
 static void test_max_conns_pauses_accept(void) {
     ug_config cfg;
-    base_cfg(&cfg);
+    mock_base_cfg(&cfg);
     cfg.max_conns = 2;
     CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
     CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
@@ -1286,7 +1274,7 @@ static void test_eof_behind_send_dispatches_twice(void) {
  * for the deadline and forces them, instead of lingering linger_ms and closing them. */
 static void test_drain_idle_without_idle_timeout(void) {
     ug_config cfg;
-    base_cfg(&cfg);
+    mock_base_cfg(&cfg);
     cfg.idle_timeout_ms = 0;
     cfg.read_header_timeout_ms = 0;
     cfg.linger_ms = 30;
@@ -1329,7 +1317,7 @@ static void test_drain_idle_without_idle_timeout(void) {
  * FIN. The client loses a request it sent before we decided to close. */
 static void test_idle_timeout_drops_received_request(void) {
     ug_config cfg;
-    base_cfg(&cfg);
+    mock_base_cfg(&cfg);
     cfg.idle_timeout_ms = 100;
     CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
     mock_wire(0);

@@ -29,17 +29,6 @@ static ug_handler_result h_dispatch(ug_request *req, void *user) {
     return g_fn(req);
 }
 
-static void base_cfg(ug_config *cfg) {
-    ug_config_init(cfg);
-    cfg->host = "127.0.0.1";
-    cfg->port = 0;
-    cfg->idle_timeout_ms = 60000;
-    cfg->read_header_timeout_ms = 60000;
-    cfg->body_timeout_ms = 60000;
-    cfg->write_timeout_ms = 60000;
-    cfg->linger_ms = 60000;
-}
-
 static void start_cfg(ug_config *cfg, ug_handler_result (*fn)(ug_request *)) {
     memset(&g, 0, sizeof g);
     memset(&cn, 0, sizeof cn);
@@ -56,7 +45,7 @@ static void start_cfg(ug_config *cfg, ug_handler_result (*fn)(ug_request *)) {
 
 static void start(ug_handler_result (*fn)(ug_request *)) {
     ug_config cfg;
-    base_cfg(&cfg);
+    mock_base_cfg(&cfg);
     start_cfg(&cfg, fn);
 }
 
@@ -260,7 +249,7 @@ static void test_invalid_send_arguments(void) {
 
 static void test_no_server_header_when_unnamed(void) {
     ug_config cfg;
-    base_cfg(&cfg);
+    mock_base_cfg(&cfg);
     cfg.server_name = NULL;
     start_cfg(&cfg, h_plain);
     size_t len;
