@@ -63,6 +63,15 @@ static void buf_trim(ug__buf *b) {
     if (b->cap > CTX_BUF_KEEP) ug__buf_free(b);
 }
 
+void ug__ctx_destroy(struct ug_request *ctx) {
+    ug__buf_free(&ctx->in);
+    ug__buf_free(&ctx->parked);
+    ug__buf_free(&ctx->out[0]);
+    ug__buf_free(&ctx->out[1]);
+    ug__buf_free(&ctx->resp_hdrs);
+    free(ctx);
+}
+
 void ug__ctx_put(ug_server *srv, struct ug_request *ctx) {
     ug__timer_stop(&srv->timers, &ctx->timer);
     inflight_done(srv, ctx);
@@ -81,12 +90,7 @@ void ug__ctx_put(ug_server *srv, struct ug_request *ctx) {
     ctx->timer_fn = NULL;
     ctx->conn = NULL;
     if (srv->ctx_free_count >= CTX_FREE_MAX) {
-        ug__buf_free(&ctx->in);
-        ug__buf_free(&ctx->parked);
-        ug__buf_free(&ctx->out[0]);
-        ug__buf_free(&ctx->out[1]);
-        ug__buf_free(&ctx->resp_hdrs);
-        free(ctx);
+        ug__ctx_destroy(ctx);
         return;
     }
     ctx->free_next = srv->ctx_free;

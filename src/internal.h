@@ -240,6 +240,7 @@ void ug__conn_free_slot(ug_server *srv, ug__conn *c);
 void ug__gate_check_limit(ug_server *srv);
 struct ug_request *ug__ctx_get(ug_server *srv);
 void ug__ctx_put(ug_server *srv, struct ug_request *ctx);
+void ug__ctx_destroy(struct ug_request *ctx); /* free a context and its buffers */
 
 /* conn.c */
 void ug__conn_accepted(ug_server *srv, int fd);

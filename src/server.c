@@ -718,12 +718,7 @@ void ug_server_free(ug_server *srv) {
     while (srv->ctx_free) {
         struct ug_request *ctx = srv->ctx_free;
         srv->ctx_free = ctx->free_next;
-        ug__buf_free(&ctx->in);
-        ug__buf_free(&ctx->parked);
-        ug__buf_free(&ctx->out[0]);
-        ug__buf_free(&ctx->out[1]);
-        ug__buf_free(&ctx->resp_hdrs);
-        free(ctx);
+        ug__ctx_destroy(ctx);
     }
     if (srv->slots) munmap(srv->slots, (size_t)srv->nslots * sizeof(ug__conn));
     for (size_t i = 0; i < srv->nroutes; i++) {
