@@ -475,17 +475,14 @@ void ug__conn_accepted(ug_server *srv, int fd) {
     c->fd = fd;
     srv->conns_open++;
     srv->stats.conns_accepted++;
+    if (srv->forced) { /* taken from the queue after the deadline (or an immediate stop): */
+        c->state = UG_CONN_CLOSING; /* nothing is armed yet, so it is finalized (and */
+        try_finalize(srv, c);       /* counted as forced) at once */
+        return;
+    }
     ug__sock_set_nodelay(fd);
     if (atomic_load_explicit(&srv->gate, memory_order_relaxed) >= UG_GATE_DRAINING)
         c->flags |= UG_CF_DRAIN;
-    if (srv->forced) { /* taken from the queue after the deadline (or an immediate stop) */
-        srv->conns_open--;
-        srv->stats.conns_closed++;
-        srv->report.conns_forced++;
-        close(fd);
-        ug__conn_free_slot(srv, c);
-        return;
-    }
     if (arm_recv(srv, c)) {
         ug__conn_close(srv, c, 1);
         return;

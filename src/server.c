@@ -84,8 +84,6 @@ static void update_time(ug_server *srv) {
 
 static void tq_unlink(ug_server *srv, ug__conn *c) {
     if (c->tq == UG_TQ_NONE) return;
-    uint32_t idx = (uint32_t)(c - srv->slots);
-    (void)idx;
     if (c->tq_prev != UG_NONE)
         srv->slots[c->tq_prev].tq_next = c->tq_next;
     else
