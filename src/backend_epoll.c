@@ -22,6 +22,7 @@
  * with -ENOBUFS when the pool is empty.
  */
 #include "backend.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -88,10 +89,9 @@ struct ug__backend {
     bool no_pwait2;
 };
 
+/* The core's clock: timer deadlines come from it. */
 static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return ug__clock_ns();
 }
 
 /* ---- completion FIFO ---------------------------------------------------------------- */
@@ -103,7 +103,7 @@ static bool q_reserve(ug__backend *b, uint32_t k) {
     if (b->q_len + k <= b->q_cap) return true;
     uint32_t cap = b->q_cap ? b->q_cap : 64;
     while (cap < b->q_len + k) cap *= 2;
-    ug__completion *nq = malloc((size_t)cap * sizeof *nq);
+    ug__completion *nq = ug__malloc((size_t)cap * sizeof *nq);
     if (!nq) return false;
     for (uint32_t i = 0; i < b->q_len; i++) nq[i] = b->q[(b->q_head + i) & (b->q_cap - 1)];
     free(b->q);
@@ -133,7 +133,7 @@ static inline uint32_t h_slot(uint64_t ud, uint32_t mask) {
 
 static bool ht_grow(ug__backend *b) {
     uint32_t cap = b->ht ? (b->ht_mask + 1) * 2 : 64;
-    hent *nt = calloc(cap, sizeof *nt);
+    hent *nt = ug__calloc(cap, sizeof *nt);
     if (!nt) return false;
     if (b->ht)
         for (uint32_t i = 0; i <= b->ht_mask; i++) {
@@ -233,7 +233,7 @@ static fdrec *fd_rec(ug__backend *b, int fd) {
     if ((uint32_t)fd >= b->nfds) {
         uint32_t n = b->nfds ? b->nfds : 64;
         while (n <= (uint32_t)fd) n *= 2;
-        fdrec *nf = realloc(b->fds, (size_t)n * sizeof *nf);
+        fdrec *nf = ug__realloc(b->fds, (size_t)n * sizeof *nf);
         if (!nf) return NULL;
         memset(nf + b->nfds, 0, (size_t)(n - b->nfds) * sizeof *nf);
         b->fds = nf;
@@ -320,15 +320,15 @@ static int ep_create(ug__backend **out, const ug__backend_params *p) {
     uint32_t bsz = p && p->recv_buffer_size ? p->recv_buffer_size : 4096;
     *out = NULL;
     if (nbufs > 65536 || bsz > (1u << 30)) return -EINVAL;
-    ug__backend *b = calloc(1, sizeof *b);
+    ug__backend *b = ug__calloc(1, sizeof *b);
     if (!b) return -ENOMEM;
     b->epfd = b->efd = -1;
     b->nbufs = nbufs;
     b->buf_size = bsz;
     int r = 0;
     b->maxev = entries < 64 ? 64 : entries > MAX_EVENTS ? MAX_EVENTS : (int)entries;
-    b->evs = calloc((size_t)b->maxev, sizeof *b->evs);
-    b->free_ids = malloc((size_t)nbufs * sizeof *b->free_ids);
+    b->evs = ug__calloc((size_t)b->maxev, sizeof *b->evs);
+    b->free_ids = ug__malloc((size_t)nbufs * sizeof *b->free_ids);
     if (!b->evs || !b->free_ids || !q_reserve(b, 64)) {
         r = -ENOMEM;
         goto fail;
@@ -448,7 +448,7 @@ static int ep_cancel(ug__backend *b, uint64_t target_ud) {
 static int ep_timer(ug__backend *b, uint64_t deadline_ns, uint64_t ud) {
     if (b->nheap == b->heap_cap) {
         uint32_t cap = b->heap_cap ? b->heap_cap * 2 : 16;
-        tmr *nh = realloc(b->heap, (size_t)cap * sizeof *nh);
+        tmr *nh = ug__realloc(b->heap, (size_t)cap * sizeof *nh);
         if (!nh) return -ENOMEM;
         b->heap = nh;
         b->heap_cap = cap;

@@ -17,6 +17,7 @@
  *   find the CQ as empty as possible.
  */
 #include "backend.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -161,7 +162,7 @@ static int setup_buffers(ug__backend *b) {
     b->br_mask = entries - 1;
     b->br_len = ((size_t)entries * sizeof(struct io_uring_buf) + 4095) & ~(size_t)4095;
     void *mem = NULL;
-    if (posix_memalign(&mem, 4096, b->br_len)) return -ENOMEM;
+    if (ug__memalign(&mem, 4096, b->br_len)) return -ENOMEM;
     memset(mem, 0, b->br_len);
     b->br = mem;
     b->bufs_len = (size_t)b->nbufs * b->buf_size;
@@ -193,7 +194,7 @@ static int uring_create(ug__backend **out, const ug__backend_params *p) {
     *out = NULL;
     if (nbufs > MAX_BUFS || bsz > MAX_BUF_SIZE || entries > 32768) return -EINVAL;
 
-    ug__backend *b = calloc(1, sizeof *b);
+    ug__backend *b = ug__calloc(1, sizeof *b);
     if (!b) return -ENOMEM;
     b->efd = -1;
     b->nbufs = nbufs;
@@ -203,7 +204,7 @@ static int uring_create(ug__backend **out, const ug__backend_params *p) {
         free(b);
         return r;
     }
-    b->side = calloc(b->ring.sq.ring_entries, sizeof *b->side);
+    b->side = ug__calloc(b->ring.sq.ring_entries, sizeof *b->side);
     if (!b->side) {
         r = -ENOMEM;
         goto fail;

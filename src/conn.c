@@ -49,7 +49,7 @@ struct ug_request *ug__ctx_get(ug_server *srv) {
         return ctx;
     }
     size_t hdr_bytes = (size_t)srv->limits.max_headers * sizeof(ug__http_header);
-    ctx = calloc(1, sizeof *ctx + hdr_bytes);
+    ctx = ug__calloc(1, sizeof *ctx + hdr_bytes);
     if (!ctx) return NULL;
     ctx->srv = srv;
     ctx->headers = (ug__http_header *)(ctx + 1);

@@ -3,6 +3,7 @@
 #define UG_INTERNAL_H
 
 #include "backend.h"
+#include "fault.h"
 #include "http.h"
 #include "timer.h"
 #include "ugate.h"

@@ -34,7 +34,7 @@ int ug__buf_reserve(ug__buf *b, size_t extra) {
     if (need > UINT32_MAX / 2) return -ENOMEM;
     size_t cap = b->cap ? b->cap : 1024;
     while (cap < need) cap *= 2;
-    char *p = realloc(b->p, cap);
+    char *p = ug__realloc(b->p, cap);
     if (!p) return -ENOMEM;
     b->p = p;
     b->cap = (uint32_t)cap;

@@ -73,8 +73,7 @@ void ug__log(ug_server *srv, ug_log_level lvl, const char *fmt, ...) {
 
 static void update_time(ug_server *srv) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    srv->now_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    srv->now_ns = ug__clock_ns();
     srv->now_ms = srv->now_ns / 1000000u;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     if (ts.tv_sec != srv->date_sec) ug__date_refresh(srv, ts.tv_sec);
@@ -436,7 +435,7 @@ ug_gate_state ug_server_state(const ug_server *srv) {
 
 int ug_server_post(ug_server *srv, ug_post_fn fn, void *user) {
     if (!srv || !fn) return -EINVAL;
-    ug__post *p = malloc(sizeof *p);
+    ug__post *p = ug__malloc(sizeof *p);
     if (!p) return -ENOMEM;
     p->fn = fn;
     p->user = user;
@@ -577,7 +576,7 @@ int ug_server_run(ug_server *srv, ug_report *report) {
 /* ---------------------------------------------------------------- create / free ---- */
 
 static char *dup_or_null(const char *s) {
-    return s ? strdup(s) : NULL;
+    return s ? ug__strdup(s) : NULL;
 }
 
 int ug_server_create(ug_server **out, const ug_config *cfg_in) {
@@ -609,13 +608,13 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
         cfg.max_headers > 4096 || cfg.recv_buffers > 32768 || cfg.recv_buffer_size > (1u << 20))
         return -EINVAL;
 
-    ug_server *srv = calloc(1, sizeof *srv);
+    ug_server *srv = ug__calloc(1, sizeof *srv);
     if (!srv) return -ENOMEM;
     srv->cfg = cfg;
     srv->lfd = -1;
     srv->free_head = UG_NONE;
     srv->dirty_head = UG_NONE;
-    srv->host_copy = strdup(cfg.host);
+    srv->host_copy = ug__strdup(cfg.host);
     srv->server_name_copy = dup_or_null(cfg.server_name);
     srv->cfg.host = srv->host_copy;
     srv->cfg.server_name = srv->server_name_copy;
@@ -743,12 +742,12 @@ int ug_route(ug_server *srv, const char *method, const char *path, unsigned flag
              ug_handler_fn handler, void *user) {
     if (!srv || !path || path[0] != '/' || !handler || (flags & ~UG_ROUTE_PREFIX)) return -EINVAL;
     if (srv->running) return -EBUSY;
-    ug__route *r = realloc(srv->routes, (srv->nroutes + 1) * sizeof *r);
+    ug__route *r = ug__realloc(srv->routes, (srv->nroutes + 1) * sizeof *r);
     if (!r) return -ENOMEM;
     srv->routes = r;
     r = &srv->routes[srv->nroutes];
     r->method = dup_or_null(method);
-    r->path = strdup(path);
+    r->path = ug__strdup(path);
     if ((method && !r->method) || !r->path) {
         free(r->method);
         free(r->path);
@@ -765,7 +764,7 @@ int ug_route(ug_server *srv, const char *method, const char *path, unsigned flag
 int ug_server_on_shutdown(ug_server *srv, ug_shutdown_hook_fn fn, void *user) {
     if (!srv || !fn) return -EINVAL;
     if (srv->running) return -EBUSY;
-    ug__hook *h = realloc(srv->hooks, (srv->nhooks + 1) * sizeof *h);
+    ug__hook *h = ug__realloc(srv->hooks, (srv->nhooks + 1) * sizeof *h);
     if (!h) return -ENOMEM;
     srv->hooks = h;
     h[srv->nhooks].fn = fn;

@@ -1,5 +1,7 @@
 #include "timer.h"
 
+#include "fault.h"
+
 #include <errno.h>
 #include <stdlib.h>
 
@@ -62,7 +64,7 @@ int ug__timer_start(ug__timer_heap *h, ug__timer *t, uint64_t deadline_ms) {
     ug__timer_stop(h, t);
     if (h->n == h->cap) {
         uint32_t cap = h->cap ? h->cap * 2 : 64;
-        ug__timer **v = realloc(h->v, (size_t)cap * sizeof *v);
+        ug__timer **v = ug__realloc(h->v, (size_t)cap * sizeof *v);
         if (!v) return -ENOMEM;
         h->v = v;
         h->cap = cap;
