@@ -1,5 +1,6 @@
 /*
- * HTTP/1.1 request parser glue over http-parser 2.9 (the only file that includes it).
+ * HTTP/1.1 request parser glue. http-parser 2.9 reads the request line and the header
+ * section (this is the only file that includes it); the body framing is ours.
  *
  * How the pieces fit:
  * - http-parser's callbacks receive pointers into the buffer handed to
@@ -7,24 +8,25 @@
  *   holds the request and the buffer's base, so every pointer becomes an offset from base.
  *   A field split over two calls arrives as two callbacks whose bytes are adjacent (the caller
  *   only appends), so the span is extended.
- * - The parser is paused in on_headers_complete (UG_HTTP_HEADERS_DONE) and in
- *   on_message_complete (UG_HTTP_DONE), so a pipelined request's bytes are never consumed.
- *   http-parser returns from a pause in on_headers_complete *before* consuming the header
- *   section's final LF; we report that LF as consumed and feed it again on the next call
- *   (ST_REFEED), where the parser, now in s_headers_done, expects exactly that byte.
+ * - The parser is paused in on_headers_complete (UG_HTTP_HEADERS_DONE), which http-parser
+ *   returns from *before* consuming the header section's final LF; that LF ends the head and
+ *   http-parser is not used for this request again.
+ * - The body is framed here: Content-Length by counting, chunked by a strict line parser of
+ *   our own (RFC 9112 section 7.1: sizes, extensions, CRLFs and the trailer section). That
+ *   keeps the framing in the one place smuggling lives, instead of in patches around a
+ *   lenient state machine. Chunked bodies are de-chunked in place: body bytes are moved down
+ *   to body_write_, which is never past them; only bytes already consumed are touched.
  * - Limits are ours, not http-parser's global one: while the header section is incomplete we
  *   never feed the parser past max_header_bytes, so a header section that has not ended
  *   within the limit is a 431 at once, however slowly it arrives. A chunked body's raw bytes
  *   (sizes, extensions, CRLFs, trailers included) are capped the same way.
- * - Chunked bodies are de-chunked in place: body bytes are moved down to body_write_, which
- *   is never past them. Only bytes already consumed are touched.
  * - Debian builds libhttp_parser with HTTP_PARSER_STRICT=0. That mode takes any byte where
- *   it expects the LF of a CRLF in several places (end of the header section, an empty
- *   header value, every piece of chunk framing), takes anything for the "HTTP/" literal,
+ *   it expects the LF of a CRLF in several places, takes anything for the "HTTP/" literal,
  *   allows SP in header names (so "Transfer-Encoding : chunked" frames the body) and TAB /
- *   FF in the request-target. Those are request-smuggling material, so the strict checks are
- *   redone here, on the bytes the callbacks delimit (on_header_field, on_header_value,
- *   on_headers_complete, the chunk callbacks and chunk_tail_ok).
+ *   FF in the request-target. Those are request-smuggling material, so the strict rules are
+ *   applied here: every line of the head ends in CRLF and no line starts with SP or HTAB
+ *   (one pass over the head once it is complete: bare CR, bare LF and obs-fold, in every
+ *   position), header names are tokens, the request line is checked byte for byte.
  */
 #include "http.h"
 
@@ -36,30 +38,40 @@ _Static_assert(sizeof(http_parser) <= sizeof(((ug__http_req *)0)->parser_storage
                "ug__http_req.parser_storage is too small for http_parser");
 _Static_assert(_Alignof(http_parser) <= 8, "ug__http_req.parser_storage is under-aligned");
 
-/* state_ layout: the phase in the low bits, then flags. */
+/* Where a request is (ug__http_req.phase_). */
 enum {
-    PH_HEADERS = 0, /* request line and header section */
-    PH_BODY = 1,    /* HEADERS_DONE returned; body (possibly empty) follows */
-    PH_DONE = 2,
-    PH_ERROR = 3,
-    PH_MASK = 3,
+    PH_HEADERS = 0,  /* request line and header section, through http-parser */
+    PH_LENGTH,       /* Content-Length body (possibly empty) */
+    PH_CHUNK_LINE,   /* a chunk-size line */
+    PH_CHUNK_DATA,   /* chunk data: chunk_left_ bytes to go */
+    PH_CHUNK_CRLF,   /* the CRLF after a chunk's data */
+    PH_TRAILERS,     /* the trailer section, up to its empty line */
+    PH_DONE,
+    PH_ERROR,
+};
 
-    ST_REFEED = 1u << 2,       /* the header section's final LF must be fed again */
-    ST_URL = 1u << 3,          /* target.off is set */
-    ST_IN_FIELD = 1u << 4,     /* last header callback was a field name */
-    ST_IN_VALUE = 1u << 5,     /* last header callback was a field value */
-    ST_TE = 1u << 6,           /* a Transfer-Encoding header was seen */
-    ST_TE_BAD = 1u << 7,       /* ... whose value is not exactly "chunked" */
-    ST_TE_DUP = 1u << 8,       /* ... more than once */
-    ST_EXPECT_100 = 1u << 9,   /* Expect: 100-continue */
-    ST_CHUNK_START = 1u << 10, /* chunk size line seen, no data of that chunk yet */
-    ST_CHUNK_DATA = 1u << 11,  /* a data chunk was seen: cur_hdr_ = offset of its end */
+/* Facts gathered while the head is parsed (ug__http_req.flags_). */
+enum {
+    ST_URL = 1u << 0,        /* target.off is set */
+    ST_IN_FIELD = 1u << 1,   /* last header callback was a field name */
+    ST_IN_VALUE = 1u << 2,   /* last header callback was a field value */
+    ST_TE = 1u << 3,         /* a Transfer-Encoding header was seen */
+    ST_TE_BAD = 1u << 4,     /* ... whose value is not exactly "chunked" */
+    ST_TE_DUP = 1u << 5,     /* ... more than once */
+    ST_EXPECT_100 = 1u << 6, /* Expect: 100-continue */
+    ST_HOST_DUP = 1u << 7,   /* more than one Host field line */
 };
 
 /* Framing overhead a chunked body may carry beyond its de-chunked size: the raw chunked body
  * (after the header section) may not exceed 2 * max_body_bytes + CHUNK_SLACK bytes. That is
  * plenty for chunks of 8 bytes or more, and bounds what a client can make us buffer. */
 #define CHUNK_SLACK 65536u
+/* A chunk-size line (size and extensions) longer than this is refused: nobody needs more,
+ * and it bounds the work of looking for the line's end as its bytes trickle in. */
+#define CHUNK_LINE_MAX 4096u
+
+/* A string literal and its length, for comparisons (never counted by hand). */
+#define LIT(s) (s), ((uint32_t)sizeof(s) - 1)
 
 /* Lives on ug__http_parse's stack while http_parser_execute runs. */
 struct ctx {
@@ -75,7 +87,7 @@ static http_parser *parser_of(ug__http_req *r) {
 static int fail(ug__http_req *r, int status, const char *reason) {
     r->error_status = status;
     r->error_reason = reason;
-    r->state_ = (r->state_ & ~(uint32_t)PH_MASK) | PH_ERROR;
+    r->phase_ = PH_ERROR;
     return UG_HTTP_ERROR;
 }
 
@@ -83,8 +95,9 @@ static unsigned char lower(unsigned char c) {
     return (c >= 'A' && c <= 'Z') ? (unsigned char)(c | 0x20) : c;
 }
 
-/* a (length n) equals the lower-case literal lit (length n), ignoring ASCII case. */
-static int ieq(const char *a, const char *lit, uint32_t n) {
+/* a (length n) equals the lower-case literal lit of length lit_len, ignoring ASCII case. */
+static int ieq(const char *a, uint32_t n, const char *lit, uint32_t lit_len) {
+    if (n != lit_len) return 0;
     for (uint32_t i = 0; i < n; i++)
         if (lower((unsigned char)a[i]) != (unsigned char)lit[i]) return 0;
     return 1;
@@ -95,13 +108,25 @@ static int is_tchar(unsigned char c) {
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
+static int is_hex(unsigned char c) {
+    return (c >= '0' && c <= '9') || (lower(c) >= 'a' && lower(c) <= 'f');
+}
+
+static int is_digit(unsigned char c) {
+    return c >= '0' && c <= '9';
+}
+
+static int is_alpha(unsigned char c) {
+    return lower(c) >= 'a' && lower(c) <= 'z';
+}
+
 /* ---- callbacks ---------------------------------------------------------------------- */
 
 static int on_url(http_parser *hp, const char *at, size_t n) {
     struct ctx *c = hp->data;
     ug__http_req *r = c->r;
-    if (!(r->state_ & ST_URL)) {
-        r->state_ |= ST_URL;
+    if (!(r->flags_ & ST_URL)) {
+        r->flags_ |= ST_URL;
         r->target.off = (uint32_t)(at - c->base);
         r->target.len = 0;
     }
@@ -125,37 +150,31 @@ static void finish_header(struct ctx *c, ug__http_header *h) {
                             b[h->value.off + h->value.len - 1] == '\t'))
         h->value.len--;
     const char *name = b + h->name.off, *val = b + h->value.off;
-    switch (h->name.len) {
-    case 6:
-        if (ieq(name, "expect", 6) && h->value.len == 12 && ieq(val, "100-continue", 12))
-            r->state_ |= ST_EXPECT_100;
-        break;
-    case 17:
-        if (ieq(name, "transfer-encoding", 17)) {
-            if (r->state_ & ST_TE) r->state_ |= ST_TE_DUP;
-            r->state_ |= ST_TE;
-            if (!(h->value.len == 7 && ieq(val, "chunked", 7))) r->state_ |= ST_TE_BAD;
-        }
-        break;
-    default:
-        break;
+    if (ieq(name, h->name.len, LIT("expect"))) {
+        if (ieq(val, h->value.len, LIT("100-continue"))) r->flags_ |= ST_EXPECT_100;
+    } else if (ieq(name, h->name.len, LIT("transfer-encoding"))) {
+        if (r->flags_ & ST_TE) r->flags_ |= ST_TE_DUP;
+        r->flags_ |= ST_TE;
+        if (!ieq(val, h->value.len, LIT("chunked"))) r->flags_ |= ST_TE_BAD;
+    } else if (ieq(name, h->name.len, LIT("host"))) {
+        if (r->host_idx_) r->flags_ |= ST_HOST_DUP;
+        r->host_idx_ = (uint32_t)(h - r->headers) + 1;
     }
 }
 
 static int on_header_field(http_parser *hp, const char *at, size_t n) {
     struct ctx *c = hp->data;
     ug__http_req *r = c->r;
-    if ((r->state_ & PH_MASK) != PH_HEADERS) return 0; /* chunked trailer: ignored */
     uint32_t off = (uint32_t)(at - c->base);
     if (memchr(at, ' ', n)) { /* the only non-token byte non-strict mode lets through */
         fail(r, 400, "invalid character in header name");
         return -1;
     }
-    if (r->state_ & ST_IN_FIELD) { /* continuation of the same name */
+    if (r->flags_ & ST_IN_FIELD) { /* continuation of the same name */
         r->headers[r->cur_hdr_].name.len += (uint32_t)n;
         return 0;
     }
-    if (r->state_ & ST_IN_VALUE) finish_header(c, &r->headers[r->cur_hdr_]);
+    if (r->flags_ & ST_IN_VALUE) finish_header(c, &r->headers[r->cur_hdr_]);
     if (r->nheaders >= r->limits->max_headers) {
         fail(r, 431, UG_HTTP_REASON_TOO_MANY_HEADERS);
         return -1;
@@ -166,31 +185,25 @@ static int on_header_field(http_parser *hp, const char *at, size_t n) {
     h->name.len = (uint32_t)n;
     h->value.off = off + (uint32_t)n;
     h->value.len = 0;
-    r->state_ = (r->state_ & ~(uint32_t)ST_IN_VALUE) | ST_IN_FIELD;
+    r->flags_ = (r->flags_ & ~(uint32_t)ST_IN_VALUE) | ST_IN_FIELD;
     return 0;
 }
 
 static int on_header_value(http_parser *hp, const char *at, size_t n) {
     struct ctx *c = hp->data;
     ug__http_req *r = c->r;
-    if ((r->state_ & PH_MASK) != PH_HEADERS) return 0; /* chunked trailer: ignored */
     uint32_t off = (uint32_t)(at - c->base);
     ug__http_header *h = &r->headers[r->cur_hdr_];
-    if (r->state_ & ST_IN_FIELD) {
-        /* An empty value is reported at the start of the next line: that line must really
-         * start there (non-strict mode takes "Name:\rX" as an empty value). */
-        if (n == 0 && at[-1] != '\n') {
-            fail(r, 400, "CR without LF");
-            return -1;
-        }
+    if (r->flags_ & ST_IN_FIELD) {
         h->value.off = off;
         h->value.len = (uint32_t)n;
-        r->state_ = (r->state_ & ~(uint32_t)ST_IN_FIELD) | ST_IN_VALUE;
+        r->flags_ = (r->flags_ & ~(uint32_t)ST_IN_FIELD) | ST_IN_VALUE;
         return 0;
     }
     if (off != h->value.off + h->value.len) {
         /* http-parser reports an obs-fold continuation line as more value bytes after a
-         * gap (the CRLF). RFC 9112 5.2: reject or replace; we reject. */
+         * gap (the CRLF). RFC 9112 5.2: reject or replace; we reject (head_lines_ok would
+         * too, once the head is complete). */
         fail(r, 400, "obsolete line folding");
         return -1;
     }
@@ -198,19 +211,63 @@ static int on_header_value(http_parser *hp, const char *at, size_t n) {
     return 0;
 }
 
-/* path = target up to '?' or '#' (for absolute-form, from the first '/' after the authority);
- * query = after the first '?' up to '#'. Returns -1 if the target holds a control byte
- * (non-strict http-parser lets TAB and FF through). */
+/* RFC 3986 host [ ":" port ], the grammar of Host and of an absolute-form authority:
+ *   host = IP-literal / IPv4address / reg-name   (IPv4address is a reg-name lexically)
+ *   IP-literal = "[" ( IPv6address / IPvFuture ) "]", checked for its alphabet only
+ *   reg-name = *( unreserved / pct-encoded / sub-delims ); port = *DIGIT
+ * No userinfo: RFC 9110 4.2.4 forbids it in http(s) URIs. May be empty. */
+static int authority_ok(const char *p, uint32_t n) {
+    uint32_t i = 0;
+    if (n && p[0] == '[') {
+        for (i = 1; i < n && p[i] != ']'; i++)
+            if (!is_hex((unsigned char)p[i]) && !strchr(":.vV", p[i])) return 0;
+        if (i == n || i == 1) return 0;
+        i++;
+    } else {
+        for (; i < n && p[i] != ':'; i++) {
+            unsigned char ch = (unsigned char)p[i];
+            if (ch == '%') {
+                if (i + 2 >= n || !is_hex((unsigned char)p[i + 1]) ||
+                    !is_hex((unsigned char)p[i + 2]))
+                    return 0;
+                i += 2;
+            } else if (!is_alpha(ch) && !is_digit(ch) && !strchr("-._~!$&'()*+,;=", ch)) {
+                return 0;
+            }
+        }
+    }
+    if (i < n) {
+        if (p[i] != ':') return 0;
+        for (i++; i < n; i++)
+            if (!is_digit((unsigned char)p[i])) return 0;
+    }
+    return 1;
+}
+
+/* Split the target into path and query and, for the absolute-form, the authority:
+ * path = target up to '?' or '#'; query = after the first '?' up to '#'. The absolute-form
+ * is scheme "://" authority path-abempty [ "?" query ]. Returns 0, or -1 if the target holds a
+ * control byte (non-strict http-parser lets TAB and FF through) or a malformed absolute-form. */
 static int split_target(ug__http_req *r, const char *base) {
     const char *t = base + r->target.off;
     uint32_t n = r->target.len, ps = 0, pe, q, i;
     for (i = 0; i < n; i++)
         if ((unsigned char)t[i] <= ' ' || t[i] == 0x7f) return -1;
-    if (n && t[0] != '/' && t[0] != '*') { /* absolute-form: scheme "://" authority path */
-        for (i = 0; i + 2 < n; i++)
-            if (t[i] == ':' && t[i + 1] == '/' && t[i + 2] == '/') break;
-        ps = (i + 2 < n) ? i + 3 : 0;
+    if (n && t[0] != '/' && t[0] != '*') {
+        /* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
+        if (!is_alpha((unsigned char)t[0])) return -1;
+        for (i = 1; i < n && (is_alpha((unsigned char)t[i]) || is_digit((unsigned char)t[i]) ||
+                              strchr("+-.", t[i]));
+             i++) {
+        }
+        if (i + 3 > n || t[i] != ':' || t[i + 1] != '/' || t[i + 2] != '/') return -1;
+        uint32_t as = i + 3;
+        ps = as;
         while (ps < n && t[ps] != '/' && t[ps] != '?' && t[ps] != '#') ps++;
+        if (!authority_ok(t + as, ps - as)) return -1;
+        r->authority.off = r->target.off + as;
+        r->authority.len = ps - as;
+        r->has_authority = 1;
     }
     for (pe = ps; pe < n && t[pe] != '?' && t[pe] != '#'; pe++) {
     }
@@ -226,12 +283,29 @@ static int split_target(ug__http_req *r, const char *base) {
     return 0;
 }
 
+/* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; no request has two; the value is
+ * a valid authority. The effective authority is the absolute-form's, else Host's. */
+static int check_host(ug__http_req *r, const char *b) {
+    if (r->flags_ & ST_HOST_DUP) return fail(r, 400, "more than one Host");
+    if (!r->host_idx_) {
+        if (r->http_minor >= 1) return fail(r, 400, "no Host");
+        return 0;
+    }
+    const ug__http_header *h = &r->headers[r->host_idx_ - 1];
+    if (!authority_ok(b + h->value.off, h->value.len)) return fail(r, 400, "invalid Host");
+    if (!r->has_authority) {
+        r->authority = h->value;
+        r->has_authority = 1;
+    }
+    return 0;
+}
+
 static int on_headers_complete(http_parser *hp) {
     struct ctx *c = hp->data;
     ug__http_req *r = c->r;
     const ug__http_limits *lim = r->limits;
-    if (r->state_ & ST_IN_VALUE) finish_header(c, &r->headers[r->cur_hdr_]);
-    r->state_ &= ~(uint32_t)(ST_IN_FIELD | ST_IN_VALUE);
+    if (r->flags_ & ST_IN_VALUE) finish_header(c, &r->headers[r->cur_hdr_]);
+    r->flags_ &= ~(uint32_t)(ST_IN_FIELD | ST_IN_VALUE);
     r->http_major = (uint8_t)hp->http_major;
     r->http_minor = (uint8_t)hp->http_minor;
 
@@ -246,7 +320,7 @@ static int on_headers_complete(http_parser *hp) {
     r->method.off = m;
     r->method.len = e - m;
     int target_ok = split_target(r, b) == 0;
-    uint32_t st = r->state_;
+    uint32_t st = r->flags_;
     int chunked = (hp->flags & F_CHUNKED) != 0;
     uint64_t cl = (hp->flags & F_CONTENTLENGTH) ? hp->content_length : 0;
     uint32_t f = 0;
@@ -269,14 +343,15 @@ static int on_headers_complete(http_parser *hp) {
         fail(r, 400, "malformed request line");
         return -1;
     }
-    if (!target_ok) {
-        fail(r, 400, "control character in request-target");
-        return -1;
-    }
-    if (hp->method == HTTP_CONNECT) {
+    if (hp->method == HTTP_CONNECT) { /* before the target: its authority-form is not ours */
         fail(r, 501, "CONNECT not supported");
         return -1;
     }
+    if (!target_ok) {
+        fail(r, 400, "malformed request-target");
+        return -1;
+    }
+    if (check_host(r, b) == UG_HTTP_ERROR) return -1;
     if (st & ST_TE) {
         if (st & ST_TE_DUP) {
             fail(r, 400, "repeated Transfer-Encoding");
@@ -300,59 +375,7 @@ static int on_headers_complete(http_parser *hp) {
         fail(r, 413, "Content-Length too large");
         return -1;
     }
-
-    r->state_ = (r->state_ & ~(uint32_t)PH_MASK) | PH_BODY;
     c->result = UG_HTTP_HEADERS_DONE;
-    http_parser_pause(hp, 1);
-    return 0;
-}
-
-/* Chunked framing, checked where non-strict http-parser takes any byte: the CRLF that ends
- * a chunk size line (checked before the chunk's data), the CRLF after a chunk's data
- * (checked when the next size line is done), and the last chunk's line and the trailer
- * section (checked once the message is complete, in ug__http_parse). */
-static int crlf_at(const char *b, uint32_t off) {
-    return b[off] == '\r' && b[off + 1] == '\n';
-}
-
-static int on_chunk_header(http_parser *hp) {
-    struct ctx *c = hp->data;
-    ug__http_req *r = c->r;
-    if ((r->state_ & ST_CHUNK_DATA) && !crlf_at(c->base, r->cur_hdr_)) {
-        fail(r, 400, "chunk data not followed by CRLF");
-        return -1;
-    }
-    r->state_ |= ST_CHUNK_START;
-    return 0;
-}
-
-static int on_body(http_parser *hp, const char *at, size_t n) {
-    struct ctx *c = hp->data;
-    ug__http_req *r = c->r;
-    uint32_t off = (uint32_t)(at - c->base);
-    if (r->state_ & ST_CHUNK_START) { /* first data of a chunk: its size line ends in CRLF */
-        if (!crlf_at(c->base, off - 2)) {
-            fail(r, 400, "chunk size line not ended by CRLF");
-            return -1;
-        }
-        r->state_ = (r->state_ & ~(uint32_t)ST_CHUNK_START) | ST_CHUNK_DATA;
-    }
-    r->cur_hdr_ = off + (uint32_t)n; /* raw end of the data so far (chunked) */
-    if (off != r->body_write_) memmove(c->base + r->body_write_, at, n); /* de-chunk */
-    r->body_write_ += (uint32_t)n;
-    r->body.len += (uint32_t)n;
-    if (r->body.len > r->limits->max_body_bytes) {
-        fail(r, 413, "chunked body too large");
-        return -1;
-    }
-    return 0;
-}
-
-static int on_message_complete(http_parser *hp) {
-    struct ctx *c = hp->data;
-    ug__http_req *r = c->r;
-    r->state_ = (r->state_ & ~(uint32_t)PH_MASK) | PH_DONE;
-    c->result = UG_HTTP_DONE;
     http_parser_pause(hp, 1);
     return 0;
 }
@@ -361,10 +384,7 @@ static const http_parser_settings settings = {
     .on_url = on_url,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-    .on_chunk_header = on_chunk_header,
+    .on_headers_complete = on_headers_complete, /* pauses: http-parser never sees a body */
 };
 
 /* ---- API ---------------------------------------------------------------------------- */
@@ -392,16 +412,13 @@ static int parser_error(ug__http_req *r, enum http_errno e, const char *base, ui
     case HPE_INVALID_URL:
         return fail(r, 400, "malformed request-target");
     case HPE_HEADER_OVERFLOW: /* only if max_header_bytes is set above http-parser's 80 KiB */
-        if ((r->state_ & PH_MASK) == PH_HEADERS) return fail(r, 431, "header section too large");
-        return fail(r, 413, "chunk framing too large");
+        return fail(r, 431, "header section too large");
     case HPE_INVALID_TRANSFER_ENCODING:
         return fail(r, 501, "unsupported Transfer-Encoding");
     case HPE_UNEXPECTED_CONTENT_LENGTH:
         return fail(r, 400, "conflicting Content-Length");
     case HPE_INVALID_CONTENT_LENGTH:
         return fail(r, 400, "invalid Content-Length");
-    case HPE_INVALID_CHUNK_SIZE:
-        return fail(r, 400, "invalid chunk size");
     case HPE_INVALID_HEADER_TOKEN:
         return fail(r, 400, "invalid character in header");
     default:
@@ -409,73 +426,250 @@ static int parser_error(ug__http_req *r, enum http_errno e, const char *base, ui
     }
 }
 
-/* The last chunk's size line and the trailer section, from the end of the last chunk's data
- * (or of the header section) to the end of the message: every CR must be followed by LF. */
-static int chunk_tail_ok(const ug__http_req *r, const char *base) {
-    uint32_t from = (r->state_ & ST_CHUNK_DATA) ? r->cur_hdr_ + 2 : r->header_bytes;
-    const char *p = base + from, *end = base + r->consumed;
-    while ((p = memchr(p, '\r', (size_t)(end - p))) != NULL) {
-        if (p + 1 >= end || p[1] != '\n') return 0;
-        p += 2;
+/* The complete head, b[0 .. n): every line ends in CRLF (no bare CR, no bare LF) and no line
+ * after the first starts with SP or HTAB (obs-fold, RFC 9112 5.2; whitespace before the first
+ * field line, 2.2). Every LF preceded by its own CR, and as many CRs as LFs, leaves no CR
+ * that is not followed by LF. */
+static const char *head_lines_bad(const char *b, uint32_t n) {
+    uint32_t cr = 0, lf = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (b[i] == '\r') {
+            cr++;
+        } else if (b[i] == '\n') {
+            if (i == 0 || b[i - 1] != '\r') return "bare LF in the head";
+            if (i + 1 < n && (b[i + 1] == ' ' || b[i + 1] == '\t')) return "obsolete line folding";
+            lf++;
+        }
     }
-    return 1;
+    return cr == lf ? NULL : "bare CR in the head";
 }
 
-int ug__http_parse(ug__http_req *r, char *base, uint32_t len) {
-    uint32_t phase = r->state_ & PH_MASK;
-    if (phase == PH_DONE) return UG_HTTP_DONE;
-    if (phase == PH_ERROR) return UG_HTTP_ERROR;
-
+static int parse_head(ug__http_req *r, char *base, uint32_t len) {
     http_parser *hp = parser_of(r);
-    const ug__http_limits *lim = r->limits;
-    uint32_t start = r->consumed - ((r->state_ & ST_REFEED) ? 1 : 0);
-    uint32_t cap = UINT32_MAX; /* never feed the parser past this offset */
-    if (phase == PH_HEADERS) {
-        cap = lim->max_header_bytes;
-    } else if (r->flags & UG_HTTP_CHUNKED) {
-        uint64_t c = (uint64_t)r->header_bytes + 2 * lim->max_body_bytes + CHUNK_SLACK;
-        if (c < UINT32_MAX) cap = (uint32_t)c;
-    }
+    uint32_t start = r->consumed, cap = r->limits->max_header_bytes;
     uint32_t end = len < cap ? len : cap;
     if (end <= start) return UG_HTTP_NEED_MORE;
 
     struct ctx c = {r, base, UG_HTTP_NEED_MORE};
     hp->data = &c;
-    if (HTTP_PARSER_ERRNO(hp) == HPE_PAUSED) http_parser_pause(hp, 0);
     size_t n = http_parser_execute(hp, &settings, base + start, end - start);
     hp->data = NULL;
     enum http_errno e = HTTP_PARSER_ERRNO(hp);
     uint32_t pos = start + (uint32_t)n;
-    r->state_ &= ~(uint32_t)ST_REFEED;
+    r->consumed = pos;
 
     if (e == HPE_PAUSED) {
-        if (c.result == UG_HTTP_HEADERS_DONE) {
-            /* Paused on the header section's final LF, not yet consumed (see top). */
-            if (pos >= end || base[pos] != '\n') {
-                r->consumed = pos;
-                return fail(r, 400, "malformed header section");
-            }
-            r->header_bytes = pos + 1;
-            r->consumed = pos + 1;
-            r->body.off = r->body_write_ = pos + 1;
-            r->state_ |= ST_REFEED;
-        } else {
-            r->consumed = pos;
-            if ((r->flags & UG_HTTP_CHUNKED) && !chunk_tail_ok(r, base))
-                return fail(r, 400, "CR without LF in chunked framing");
-        }
-        return c.result;
+        /* Paused on the header section's final LF, not yet consumed (see top). */
+        if (pos >= end || base[pos] != '\n') return fail(r, 400, "malformed header section");
+        r->header_bytes = r->consumed = pos + 1;
+        const char *bad = head_lines_bad(base, r->header_bytes);
+        if (bad) return fail(r, 400, bad);
+        r->body.off = r->body_write_ = r->header_bytes;
+        r->phase_ = (r->flags & UG_HTTP_CHUNKED) ? PH_CHUNK_LINE : PH_LENGTH;
+        return UG_HTTP_HEADERS_DONE;
     }
-    r->consumed = pos;
     if (e != HPE_OK) {
-        if ((r->state_ & PH_MASK) == PH_ERROR) return UG_HTTP_ERROR; /* a callback's verdict */
+        if (r->phase_ == PH_ERROR) return UG_HTTP_ERROR; /* a callback's verdict */
         return parser_error(r, e, base, pos < end ? pos : end - 1);
     }
-    if (pos >= cap) { /* everything up to the limit consumed and still not complete */
-        if (phase == PH_HEADERS) return fail(r, 431, "header section too large");
-        return fail(r, 413, "chunked body too large");
-    }
+    if (pos >= cap) return fail(r, 431, "header section too large");
     return UG_HTTP_NEED_MORE;
+}
+
+/* BWS = *( SP / HTAB ) */
+static const char *skip_ws(const char *p, const char *e) {
+    while (p < e && (*p == ' ' || *p == '\t')) p++;
+    return p;
+}
+
+static const char *skip_token(const char *p, const char *e) {
+    while (p < e && is_tchar((unsigned char)*p)) p++;
+    return p;
+}
+
+/* quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE (RFC 9110 5.6.4). p is at the
+ * opening quote; returns the byte after the closing one, or NULL. */
+static const char *skip_quoted(const char *p, const char *e) {
+    for (p++; p < e; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"') return p + 1;
+        if (ch == '\\') {
+            if (++p == e) return NULL;
+            ch = (unsigned char)*p;
+            if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) return NULL;
+        } else if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) {
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* chunk = chunk-size [ chunk-ext ] CRLF (RFC 9112 7.1, 7.1.1); p .. e is the line without
+ * its CRLF. chunk-size = 1*HEXDIG; chunk-ext = *( BWS ";" BWS chunk-ext-name
+ * [ BWS "=" BWS chunk-ext-val ] ), chunk-ext-name = token, chunk-ext-val = token /
+ * quoted-string. 0 with *size, or -1 if malformed (a size that overflows included). */
+static int parse_chunk_line(const char *p, const char *e, uint64_t *size) {
+    uint64_t v = 0;
+    const char *d = p;
+    for (; p < e && is_hex((unsigned char)*p); p++) {
+        if (v > (UINT64_MAX >> 4)) return -1;
+        unsigned char ch = lower((unsigned char)*p);
+        v = v * 16 + (uint64_t)(is_digit(ch) ? ch - '0' : ch - 'a' + 10);
+    }
+    if (p == d) return -1;
+    while (p < e) {
+        p = skip_ws(p, e);
+        if (p == e || *p != ';') return -1;
+        p = skip_ws(p + 1, e);
+        const char *name = p;
+        p = skip_token(p, e);
+        if (p == name) return -1;
+        const char *after = skip_ws(p, e);
+        if (after < e && *after == '=') {
+            p = skip_ws(after + 1, e);
+            if (p < e && *p == '"') {
+                p = skip_quoted(p, e);
+                if (!p) return -1;
+            } else {
+                const char *val = p;
+                p = skip_token(p, e);
+                if (p == val) return -1;
+            }
+        }
+    }
+    *size = v;
+    return 0;
+}
+
+/* field-line = field-name ":" OWS field-value OWS; field-name = token; field-value holds no
+ * CTL but HTAB (RFC 9110 5.5). p .. e is the line without its CRLF; it does not start with
+ * SP or HTAB (head_lines_bad's obs-fold rule holds for the trailer section too). */
+static int trailer_line_ok(const char *p, const char *e) {
+    const char *name = p;
+    p = skip_token(p, e);
+    if (p == name || p == e || *p != ':') return 0;
+    for (p++; p < e; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) return 0;
+    }
+    return 1;
+}
+
+/* The next complete line from r->consumed: its end (the LF's offset), or 0 if no LF has
+ * arrived yet. The search resumes where the last one stopped (scan_), so a line that
+ * trickles in byte by byte is scanned once. A line must end in CRLF. */
+static int next_line(ug__http_req *r, const char *base, uint32_t end, uint32_t max,
+                     uint32_t *lf) {
+    uint32_t from = r->scan_ > r->consumed ? r->scan_ : r->consumed;
+    const char *hit = from < end ? memchr(base + from, '\n', end - from) : NULL;
+    if (!hit) {
+        /* Not complete yet, but a CR already followed by something else is final. */
+        uint32_t cr_from = from > r->consumed ? from - 1 : from;
+        const char *cr = cr_from < end ? memchr(base + cr_from, '\r', end - cr_from) : NULL;
+        if (cr && cr + 1 < base + end) return -1;
+        r->scan_ = end;
+        if (end - r->consumed > max) return -1;
+        return 0;
+    }
+    *lf = (uint32_t)(hit - base);
+    r->scan_ = 0;
+    if (*lf - r->consumed > max || *lf == r->consumed || base[*lf - 1] != '\r') return -1;
+    /* A CR inside the line is as bad as a bare LF. */
+    if (memchr(base + r->consumed, '\r', *lf - 1 - r->consumed)) return -1;
+    return 1;
+}
+
+static int parse_body(ug__http_req *r, char *base, uint32_t len) {
+    const ug__http_limits *lim = r->limits;
+    if (r->phase_ == PH_LENGTH) {
+        uint64_t need = (uint64_t)r->header_bytes + r->content_length;
+        if (len < need) {
+            r->consumed = len;
+            return UG_HTTP_NEED_MORE;
+        }
+        r->consumed = (uint32_t)need;
+        r->body.len = (uint32_t)r->content_length;
+        r->phase_ = PH_DONE;
+        return UG_HTTP_DONE;
+    }
+    /* Chunked: the raw bytes, framing included, are capped. */
+    uint64_t cap64 = (uint64_t)r->header_bytes + 2 * lim->max_body_bytes + CHUNK_SLACK;
+    uint32_t cap = cap64 < UINT32_MAX ? (uint32_t)cap64 : UINT32_MAX;
+    uint32_t end = len < cap ? len : cap;
+    for (;;) {
+        uint32_t lf = 0;
+        int got;
+        switch (r->phase_) {
+        case PH_CHUNK_LINE: {
+            got = next_line(r, base, end, CHUNK_LINE_MAX, &lf);
+            if (got < 0) return fail(r, 400, "malformed chunk-size line");
+            if (!got) goto need_more;
+            uint64_t size;
+            int rc = parse_chunk_line(base + r->consumed, base + lf - 1, &size);
+            if (rc < 0) return fail(r, 400, "malformed chunk-size line");
+            if (size > lim->max_body_bytes - r->body.len)
+                return fail(r, 413, "chunked body too large");
+            r->consumed = lf + 1;
+            r->chunk_left_ = (uint32_t)size;
+            r->phase_ = size ? PH_CHUNK_DATA : PH_TRAILERS;
+            break;
+        }
+        case PH_CHUNK_DATA: {
+            uint32_t n = end - r->consumed;
+            if (n > r->chunk_left_) n = r->chunk_left_;
+            if (!n) goto need_more;
+            memmove(base + r->body_write_, base + r->consumed, n); /* de-chunk */
+            r->body_write_ += n;
+            r->body.len += n;
+            r->consumed += n;
+            r->chunk_left_ -= n;
+            if (!r->chunk_left_) r->phase_ = PH_CHUNK_CRLF;
+            break;
+        }
+        case PH_CHUNK_CRLF:
+            if (end - r->consumed < 2) {
+                if (end > r->consumed && base[r->consumed] != '\r')
+                    return fail(r, 400, "chunk data not followed by CRLF");
+                goto need_more;
+            }
+            if (base[r->consumed] != '\r' || base[r->consumed + 1] != '\n')
+                return fail(r, 400, "chunk data not followed by CRLF");
+            r->consumed += 2;
+            r->phase_ = PH_CHUNK_LINE;
+            break;
+        case PH_TRAILERS:
+            got = next_line(r, base, end, lim->max_header_bytes, &lf);
+            if (got < 0) return fail(r, 400, "malformed trailer section");
+            if (!got) goto need_more;
+            if (lf == r->consumed + 1) { /* the empty line: the message ends */
+                r->consumed = lf + 1;
+                r->phase_ = PH_DONE;
+                return UG_HTTP_DONE;
+            }
+            if (!trailer_line_ok(base + r->consumed, base + lf - 1))
+                return fail(r, 400, "malformed trailer section");
+            r->consumed = lf + 1;
+            break;
+        default:
+            return fail(r, 400, "malformed request");
+        }
+    }
+need_more:
+    if (len >= cap) return fail(r, 413, "chunked body too large"); /* more can't help */
+    return UG_HTTP_NEED_MORE;
+}
+
+int ug__http_parse(ug__http_req *r, char *base, uint32_t len) {
+    switch (r->phase_) {
+    case PH_DONE:
+        return UG_HTTP_DONE;
+    case PH_ERROR:
+        return UG_HTTP_ERROR;
+    case PH_HEADERS:
+        return parse_head(r, base, len);
+    default:
+        return parse_body(r, base, len);
+    }
 }
 
 int ug__http_find_header(const ug__http_req *r, const char *base, const char *name,

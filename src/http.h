@@ -1,6 +1,7 @@
 /*
- * HTTP/1.1 request parser glue. http-parser (unmaintained upstream) is used only inside
- * http.c, so it can be replaced without touching the connection code.
+ * HTTP/1.1 request parser glue. http-parser (unmaintained upstream) reads the head, only
+ * inside http.c, so it can be replaced without touching the connection code; the body framing
+ * (Content-Length, chunked) is http.c's own.
  *
  * Model: a request is parsed from a contiguous, writable byte range that starts at the
  * request's first byte ("base"). The caller may move the bytes between calls (compaction)
@@ -58,7 +59,9 @@ typedef struct ug__http_req {
     ug__span target; /* request-target as sent */
     ug__span path;   /* target up to '?' */
     ug__span query;  /* after '?' (len 0 and off 0 when absent; see has_query) */
+    ug__span authority; /* effective authority: the absolute-form target's, else Host's */
     uint8_t has_query;
+    uint8_t has_authority; /* 0 only for HTTP/1.0 without Host */
     uint8_t http_major, http_minor;
     uint32_t flags;          /* ug__http_flags */
     uint64_t content_length; /* declared Content-Length, 0 if none or chunked */
@@ -71,9 +74,13 @@ typedef struct ug__http_req {
 #define UG_HTTP_REASON_TOO_MANY_HEADERS "too many header fields"
 
     /* private bookkeeping for http.c */
-    uint32_t state_;
-    uint32_t cur_hdr_;
+    uint8_t phase_;       /* where the request is: head, body framing, done */
+    uint32_t flags_;      /* what the head said so far */
+    uint32_t cur_hdr_;    /* header being filled */
+    uint32_t host_idx_;   /* 1 + index of the Host header, 0 if none */
     uint32_t body_write_; /* where the next de-chunked body byte goes (offset from base) */
+    uint32_t chunk_left_; /* data bytes of the current chunk still to come */
+    uint32_t scan_;       /* a line's end was looked for up to here (0: from consumed) */
 } ug__http_req;
 
 /* Prepare r for a new request. headers must hold limits->max_headers entries. */
