@@ -188,6 +188,10 @@ ug_str ug_req_path(const ug_request *req);
 ug_str ug_req_query(const ug_request *req);
 /** Value of the query parameter key (first match), not decoded; ptr NULL if absent. */
 ug_str ug_req_query_param(const ug_request *req, const char *key);
+/** The effective authority (RFC 9112 3.2): the absolute-form target's authority if the
+ *  target has one, else the Host header's value (checked: host [":" port], no userinfo);
+ *  ptr NULL only for an HTTP/1.0 request without Host. Not lower-cased. */
+ug_str ug_req_authority(const ug_request *req);
 /** HTTP minor version: 0 or 1. */
 int ug_req_http_minor(const ug_request *req);
 /** First header named name (case-insensitive); ptr NULL if absent. Values are trimmed. */

@@ -705,6 +705,10 @@ ug_str ug_req_query(const ug_request *req) {
     if (!req->http.has_query) return (ug_str){NULL, 0};
     return view(req, req->http.query);
 }
+ug_str ug_req_authority(const ug_request *req) {
+    if (!req->http.has_authority) return (ug_str){NULL, 0};
+    return view(req, req->http.authority);
+}
 int ug_req_http_minor(const ug_request *req) {
     return req->http.http_minor;
 }

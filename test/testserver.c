@@ -94,6 +94,14 @@ static ug_handler_result h_late_id(ug_request *req, void *user) {
     return UG_LATER;
 }
 
+static ug_handler_result h_authority(ug_request *req, void *user) {
+    (void)user;
+    ug_str a = ug_req_authority(req);
+    if (!a.ptr) a = (ug_str){"(none)", 6};
+    ug_resp_send(req, 200, "text/plain", a.ptr, a.len);
+    return UG_DONE;
+}
+
 static void *run_thread(void *arg) {
     srv_ctx *sc = arg;
     sc->run_rc = ug_server_run(sc->srv, &sc->report);
@@ -127,6 +135,7 @@ void ts_start(srv_ctx *sc, ug_config *cfg_in) {
     ug_route(sc->srv, "GET", "/big", UG_ROUTE_EXACT, h_big, sc);
     ug_route(sc->srv, "GET", "/block", UG_ROUTE_EXACT, h_block, sc);
     ug_route(sc->srv, "GET", "/late-id", UG_ROUTE_EXACT, h_late_id, sc);
+    ug_route(sc->srv, "GET", "/authority", UG_ROUTE_EXACT, h_authority, sc);
     sc->port = ug_server_port(sc->srv);
     CU_ASSERT_EQUAL_FATAL(pthread_create(&sc->thr, NULL, run_thread, sc), 0);
 }
