@@ -64,6 +64,9 @@ typedef void (*ug_log_fn)(void *user, ug_log_level level, const char *msg);
 /** For limits that can be switched off explicitly (0 means "the default"). */
 #define UG_UNLIMITED UINT32_MAX
 
+/** Longest ug_config.server_name. */
+#define UG_SERVER_NAME_MAX 128
+
 /** Server configuration. Fill with ug_config_init() and change what you need; the server
  *  copies it (strings included) in ug_server_create(). Limits of 0 mean "use the default"
  *  unless the field says otherwise. */
@@ -112,7 +115,9 @@ typedef struct ug_config {
     uint32_t recv_buffers;     /**< provided receive buffers shared by all connections; 1024 */
     uint32_t recv_buffer_size; /**< bytes each; 4096 */
 
-    const char *server_name; /**< value of the Server header; "ugate". NULL: no header */
+    const char *server_name; /**< value of the Server header; "ugate". NULL: no header. At
+                                  most UG_SERVER_NAME_MAX bytes of visible ASCII and spaces
+                                  (else ug_server_create fails with -EINVAL) */
     ug_log_fn log;           /**< NULL: errors and warnings go to stderr */
     void *log_user;
 } ug_config;

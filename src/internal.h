@@ -8,9 +8,11 @@
 #include "timer.h"
 #include "ugate.h"
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---- user_data: [63:60] op, [59:32] slot index, [31:0] slot generation ----
  * The generation makes a completion for a slot that was freed and reused impossible to
@@ -37,6 +39,27 @@ typedef struct ug__buf {
 int ug__buf_reserve(ug__buf *b, size_t extra); /* 0 or -ENOMEM; may move p */
 int ug__buf_append(ug__buf *b, const void *data, size_t len);
 void ug__buf_free(ug__buf *b);
+/* Append into room already reserved. */
+static inline void ug__buf_put(ug__buf *b, const void *data, size_t len) {
+    assert(b->cap - b->len >= len);
+    memcpy(b->p + b->len, data, len);
+    b->len += (uint32_t)len;
+}
+
+/* ---- response heads ---- */
+#define UG__U64_DIGITS (sizeof("18446744073709551615") - 1)
+#define UG__DATE_LEN (sizeof("Sun, 06 Nov 1994 08:49:37 GMT") - 1)
+#define UG__DATE_LINE_LEN (sizeof("Date: \r\n") - 1 + UG__DATE_LEN)
+#define UG__STD_HDRS_MAX (sizeof("Server: \r\n") - 1 + UG_SERVER_NAME_MAX + UG__DATE_LINE_LEN)
+/* Room first reserved for a head beyond its variable parts (Server/Date, Content-Type, the
+ * handler's headers): the fixed lines fit in it; a head that does not is measured and
+ * written again (response.c), so this is a guess, never a bound. */
+#define UG__HEAD_GUESS 128u
+/* Headers the handler set itself, so the server does not write its own. */
+enum ug__own_hdr {
+    UG_OWN_SERVER = 1u << 0,
+    UG_OWN_DATE = 1u << 1,
+};
 
 /* ---- connection slot: what an idle keep-alive connection costs (kept small) ---- */
 enum ug__conn_state {
@@ -116,6 +139,7 @@ struct ug_request {
     struct iovec iov;
 
     ug__buf resp_hdrs; /* headers added with ug_resp_header before the response starts */
+    uint8_t own_hdrs;  /* ug__own_hdr */
     uint8_t head;
     uint8_t chunked_out; /* streaming with chunked framing */
     uint16_t status;
@@ -185,9 +209,8 @@ struct ug_server {
     int time_stale; /* set before a wait; the first completion after it reads the clock */
     uint64_t now_ns;
     int64_t date_sec;
-    char date_hdr[64]; /* "Date: ...\r\n" refreshed once a second */
-    uint32_t date_hdr_len;
-    char std_hdrs[160]; /* Server + Date lines */
+    char std_hdrs[UG__STD_HDRS_MAX]; /* the Server line, then the Date line (once a second) */
+    uint32_t server_line_len;
     uint32_t std_hdrs_len;
 
     /* timeout queues */
@@ -255,6 +278,7 @@ void ug__conn_drain(ug_server *srv, ug__conn *c); /* gate closed: finish and clo
 void ug__request_answered(struct ug_request *req);
 
 /* response.c */
+void ug__std_hdrs_init(ug_server *srv);
 void ug__date_refresh(ug_server *srv, int64_t sec);
 int ug__resp_error(struct ug_request *req, int status); /* a canned response, then close */
 int ug__resp_continue(struct ug_request *req);

@@ -7,25 +7,45 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define STREAM_QUEUE_MAX (8u << 20)
 
+/* The Server line is written once (ug__std_hdrs_init); the Date line after it, once a
+ * second. */
 void ug__date_refresh(ug_server *srv, int64_t sec) {
     time_t t = (time_t)sec;
     struct tm tm;
-    gmtime_r(&t, &tm);
-    char date[40];
-    size_t n = strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    date[n] = 0;
+    char date[UG__DATE_LEN + 1];
+    size_t n = 0;
+    if (gmtime_r(&t, &tm)) n = strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     srv->date_sec = sec;
-    int len;
-    if (srv->server_name_copy)
-        len = snprintf(srv->std_hdrs, sizeof srv->std_hdrs, "Server: %s\r\nDate: %s\r\n",
-                       srv->server_name_copy, date);
-    else
-        len = snprintf(srv->std_hdrs, sizeof srv->std_hdrs, "Date: %s\r\n", date);
-    srv->std_hdrs_len = (len > 0 && (size_t)len < sizeof srv->std_hdrs) ? (uint32_t)len : 0;
+    char *p = srv->std_hdrs + srv->server_line_len;
+    if (n != UG__DATE_LEN) { /* a year beyond 9999: no Date rather than a wrong one */
+        srv->std_hdrs_len = srv->server_line_len;
+        return;
+    }
+    memcpy(p, "Date: ", sizeof("Date: ") - 1);
+    memcpy(p + sizeof("Date: ") - 1, date, UG__DATE_LEN);
+    memcpy(p + sizeof("Date: ") - 1 + UG__DATE_LEN, "\r\n", 2);
+    srv->std_hdrs_len = srv->server_line_len + (uint32_t)UG__DATE_LINE_LEN;
+}
+
+void ug__std_hdrs_init(ug_server *srv) {
+    const char *name = srv->server_name_copy;
+    size_t n = name ? strlen(name) : 0; /* validated: at most UG_SERVER_NAME_MAX */
+    char *p = srv->std_hdrs;
+    if (name) {
+        memcpy(p, "Server: ", sizeof("Server: ") - 1);
+        memcpy(p + sizeof("Server: ") - 1, name, n);
+        memcpy(p + sizeof("Server: ") - 1 + n, "\r\n", 2);
+        srv->server_line_len = (uint32_t)(sizeof("Server: \r\n") - 1 + n);
+    } else {
+        srv->server_line_len = 0;
+    }
+    srv->std_hdrs_len = srv->server_line_len;
+    srv->date_sec = -1;
 }
 
 int ug__buf_reserve(ug__buf *b, size_t extra) {
@@ -59,36 +79,45 @@ static ug__buf *out_buf(struct ug_request *req) {
     return &req->out[req->sending == 0 ? 1 : 0];
 }
 
-static char *put(char *p, const char *s, size_t n) {
-    memcpy(p, s, n);
-    return p + n;
-}
-#define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
+/* A bounds-checked appender. It writes only what fits and counts everything, so one write
+ * pass either fits, or says exactly how much room the same pieces need: a head is sized from
+ * what it writes, never from a constant. */
+typedef struct head_writer {
+    char *p;
+    size_t len, cap;
+} head_writer;
 
-static char *put_u64(char *p, uint64_t v) {
-    char tmp[24];
-    int n = 0;
-    do tmp[n++] = (char)('0' + v % 10);
+static void hw_put(head_writer *w, const void *s, size_t n) {
+    if (n && w->len <= w->cap && n <= w->cap - w->len) memcpy(w->p + w->len, s, n);
+    w->len += n;
+}
+#define HW_LIT(w, lit) hw_put((w), (lit), sizeof(lit) - 1)
+
+static void hw_u64(head_writer *w, uint64_t v) {
+    char tmp[UG__U64_DIGITS];
+    size_t n = sizeof tmp;
+    do tmp[--n] = (char)('0' + v % 10);
     while ((v /= 10) != 0);
-    while (n) *p++ = tmp[--n];
-    return p;
+    hw_put(w, tmp + n, sizeof tmp - n);
 }
 
-static char *put_status_line(char *p, int status) {
+static void hw_status_line(head_writer *w, int status) {
     switch (status) { /* the common ones without formatting */
     case 200:
-        return PUT_LIT(p, "HTTP/1.1 200 OK\r\n");
+        HW_LIT(w, "HTTP/1.1 200 OK\r\n");
+        return;
     case 404:
-        return PUT_LIT(p, "HTTP/1.1 404 Not Found\r\n");
+        HW_LIT(w, "HTTP/1.1 404 Not Found\r\n");
+        return;
     default:
         break;
     }
-    p = PUT_LIT(p, "HTTP/1.1 ");
-    p = put_u64(p, (uint64_t)status);
-    *p++ = ' ';
+    HW_LIT(w, "HTTP/1.1 ");
+    hw_u64(w, (uint64_t)status);
+    HW_LIT(w, " ");
     const char *reason = ug__http_reason(status);
-    p = put(p, reason, strlen(reason));
-    return PUT_LIT(p, "\r\n");
+    hw_put(w, reason, strlen(reason));
+    HW_LIT(w, "\r\n");
 }
 
 /* Whether this response must end the connection; sets CLOSE_AFTER when it does. In lame
@@ -105,41 +134,63 @@ static int must_close(struct ug_request *req) {
     return close_it;
 }
 
-/* Status line and headers. body_len >= 0: Content-Length framing; -1: chunked; -2: the
- * body is delimited by the connection closing (HTTP/1.0 streaming). */
+/* How a response's body is delimited. */
+enum framing {
+    FRAME_LENGTH,  /* Content-Length */
+    FRAME_CHUNKED, /* Transfer-Encoding: chunked (streaming to HTTP/1.1) */
+    FRAME_EOF,     /* the connection closing (streaming to HTTP/1.0) */
+    FRAME_NONE,    /* a status without a body (1xx, 204, 304): no framing header at all */
+};
+
+static void hw_head(head_writer *w, const struct ug_request *req, int status, const char *ctype,
+                    size_t ctlen, enum framing fr, uint64_t body_len, int close_it) {
+    const ug_server *srv = req->srv;
+    hw_status_line(w, status);
+    /* The Server and Date lines, unless the handler gave its own. */
+    if (!(req->own_hdrs & UG_OWN_SERVER)) hw_put(w, srv->std_hdrs, srv->server_line_len);
+    if (!(req->own_hdrs & UG_OWN_DATE))
+        hw_put(w, srv->std_hdrs + srv->server_line_len, srv->std_hdrs_len - srv->server_line_len);
+    if (ctype) {
+        HW_LIT(w, "Content-Type: ");
+        hw_put(w, ctype, ctlen);
+        HW_LIT(w, "\r\n");
+    }
+    if (fr == FRAME_LENGTH) {
+        HW_LIT(w, "Content-Length: ");
+        hw_u64(w, body_len);
+        HW_LIT(w, "\r\n");
+    } else if (fr == FRAME_CHUNKED) {
+        HW_LIT(w, "Transfer-Encoding: chunked\r\n");
+    }
+    if (close_it)
+        HW_LIT(w, "Connection: close\r\n");
+    else if (req->http.http_minor == 0)
+        HW_LIT(w, "Connection: keep-alive\r\n");
+    hw_put(w, req->resp_hdrs.p, req->resp_hdrs.len);
+    HW_LIT(w, "\r\n");
+}
+
+/* Append the status line and headers to ob, with room for extra more bytes after them. */
 static int put_head(struct ug_request *req, ug__buf *ob, int status, const char *ctype,
-                    int64_t body_len, size_t extra) {
+                    enum framing fr, uint64_t body_len, size_t extra) {
     ug_server *srv = req->srv;
     size_t ctlen = ctype ? strlen(ctype) : 0;
-    size_t need = 96 + srv->std_hdrs_len + ctlen + req->resp_hdrs.len + extra;
-    if (ug__buf_reserve(ob, need)) return -ENOMEM;
-    char *p = ob->p + ob->len;
-    p = put_status_line(p, status);
-    p = put(p, srv->std_hdrs, srv->std_hdrs_len);
-    if (ctype) {
-        p = PUT_LIT(p, "Content-Type: ");
-        p = put(p, ctype, ctlen);
-        p = PUT_LIT(p, "\r\n");
+    if (fr == FRAME_EOF) req->conn->flags |= UG_CF_CLOSE_AFTER;
+    int close_it = must_close(req);
+    /* A first guess that fits every usual head; if it does not, the pass says exactly what
+     * does, and the second pass fits by construction. */
+    size_t room = UG__HEAD_GUESS + srv->std_hdrs_len + ctlen + req->resp_hdrs.len + extra;
+    head_writer w;
+    for (;;) {
+        if (ug__buf_reserve(ob, room)) return -ENOMEM;
+        w = (head_writer){ob->p + ob->len, 0, ob->cap - ob->len - extra};
+        hw_head(&w, req, status, ctype, ctlen, fr, body_len, close_it);
+        if (w.len <= w.cap) break;
+        room = w.len + extra;
     }
-    if (body_len >= 0) {
-        if (status != 204 && !(status >= 100 && status < 200)) {
-            p = PUT_LIT(p, "Content-Length: ");
-            p = put_u64(p, (uint64_t)body_len);
-            p = PUT_LIT(p, "\r\n");
-        }
-    } else if (body_len == -1) {
-        p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
-    } else if (body_len == -2) {
-        req->conn->flags |= UG_CF_CLOSE_AFTER;
-    } /* -3: a status that has no body (204, 304): no framing at all */
-    if (must_close(req))
-        p = PUT_LIT(p, "Connection: close\r\n");
-    else if (req->http.http_minor == 0)
-        p = PUT_LIT(p, "Connection: keep-alive\r\n");
-    if (req->resp_hdrs.len) p = put(p, req->resp_hdrs.p, req->resp_hdrs.len);
-    p = PUT_LIT(p, "\r\n");
-    ob->len = (uint32_t)(p - ob->p);
+    ob->len += (uint32_t)w.len;
     req->resp_hdrs.len = 0;
+    req->own_hdrs = 0;
     req->status = (uint16_t)status;
     unsigned cls = (unsigned)status / 100;
     if (cls < 6) srv->stats.responses[cls]++;
@@ -150,27 +201,49 @@ static int can_respond(const struct ug_request *req) {
     return req && (req->rstate == UG_RS_HANDLER || req->rstate == UG_RS_DEFERRED);
 }
 
-static int valid_token(const char *s, int allow_space) {
+static int is_tchar(unsigned char c) {
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
+    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* field-name = token */
+static int valid_name(const char *s) {
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (!is_tchar((unsigned char)*s)) return 0;
+    return 1;
+}
+
+/* field-value: no CTL but HTAB (so no CR, LF or NUL: no header injection). */
+static int valid_value(const char *s) {
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
-        if (ch == '\r' || ch == '\n' || ch == 0x7f || (ch < 0x20 && ch != '\t')) return 0;
-        if (!allow_space && (ch == ' ' || ch == '\t' || ch == ':')) return 0;
+        if (ch == 0x7f || (ch < 0x20 && ch != '\t')) return 0;
     }
     return 1;
 }
 
+static int name_is(const char *name, const char *lit) {
+    return strcasecmp(name, lit) == 0;
+}
+
 int ug_resp_header(ug_request *req, const char *name, const char *value) {
     if (!can_respond(req)) return -EALREADY;
-    if (!name || !value || !*name || !valid_token(name, 0) || !valid_token(value, 1))
+    if (!name || !value || !valid_name(name) || !valid_value(value)) return -EINVAL;
+    /* The framing is the server's: a second Content-Length, Transfer-Encoding or Connection
+     * would contradict the one it writes (and is how responses get smuggled). */
+    if (name_is(name, "Content-Length") || name_is(name, "Transfer-Encoding") ||
+        name_is(name, "Connection"))
         return -EINVAL;
     size_t nl = strlen(name), vl = strlen(value);
-    if (ug__buf_reserve(&req->resp_hdrs, nl + vl + 4)) return -ENOMEM;
-    char *p = req->resp_hdrs.p + req->resp_hdrs.len;
-    p = put(p, name, nl);
-    p = PUT_LIT(p, ": ");
-    p = put(p, value, vl);
-    p = PUT_LIT(p, "\r\n");
-    req->resp_hdrs.len = (uint32_t)(p - req->resp_hdrs.p);
+    if (ug__buf_reserve(&req->resp_hdrs, nl + vl + sizeof(": \r\n") - 1)) return -ENOMEM;
+    ug__buf_put(&req->resp_hdrs, name, nl);
+    ug__buf_put(&req->resp_hdrs, ": ", 2);
+    ug__buf_put(&req->resp_hdrs, value, vl);
+    ug__buf_put(&req->resp_hdrs, "\r\n", 2);
+    /* A handler's own Server or Date replaces the server's. */
+    if (name_is(name, "Server")) req->own_hdrs |= UG_OWN_SERVER;
+    if (name_is(name, "Date")) req->own_hdrs |= UG_OWN_DATE;
     return 0;
 }
 
@@ -178,19 +251,23 @@ static int valid_status(int status) {
     return status >= 200 && status <= 999;
 }
 
+/* 1xx, 204 and 304 responses have no body (RFC 9112 6.3). */
+static int status_has_body(int status) {
+    return status >= 200 && status != 204 && status != 304;
+}
+
 int ug_resp_send(ug_request *req, int status, const char *content_type, const void *body,
                  size_t len) {
     if (!can_respond(req)) return req && req->rstate == UG_RS_STREAMING ? -EINVAL : -EALREADY;
-    if (!valid_status(status) || (len && !body)) return -EINVAL;
-    if (content_type && !valid_token(content_type, 1)) return -EINVAL;
-    int nobody = req->head || status == 204 || status == 304;
+    if (!valid_status(status) || (len && !body) || len > UINT32_MAX / 4) return -EINVAL;
+    if (content_type && !valid_value(content_type)) return -EINVAL;
+    int has_body = status_has_body(status);
+    size_t send_len = (has_body && !req->head) ? len : 0;
     ug__buf *ob = out_buf(req);
-    int rc = put_head(req, ob, status, content_type, (int64_t)len, nobody ? 0 : len);
+    int rc = put_head(req, ob, status, content_type, has_body ? FRAME_LENGTH : FRAME_NONE, len,
+                      send_len);
     if (rc) return rc;
-    if (!nobody && len) {
-        memcpy(ob->p + ob->len, body, len);
-        ob->len += (uint32_t)len;
-    }
+    if (send_len) ug__buf_put(ob, body, send_len); /* room reserved by put_head */
     req->rstate = UG_RS_ANSWERED;
     ug__request_answered(req);
     return 0;
@@ -199,17 +276,20 @@ int ug_resp_send(ug_request *req, int status, const char *content_type, const vo
 int ug_resp_start(ug_request *req, int status, const char *content_type) {
     if (!can_respond(req)) return req && req->rstate == UG_RS_STREAMING ? -EINVAL : -EALREADY;
     if (!valid_status(status)) return -EINVAL;
-    if (content_type && !valid_token(content_type, 1)) return -EINVAL;
-    int nobody = status == 204 || status == 304;
-    req->chunked_out = !nobody && req->http.http_minor >= 1;
-    int64_t framing = nobody ? -3 : req->chunked_out ? -1 : -2;
-    int rc = put_head(req, out_buf(req), status, content_type, framing, 0);
+    if (content_type && !valid_value(content_type)) return -EINVAL;
+    int has_body = status_has_body(status);
+    req->chunked_out = has_body && req->http.http_minor >= 1;
+    enum framing fr = !has_body ? FRAME_NONE : req->chunked_out ? FRAME_CHUNKED : FRAME_EOF;
+    int rc = put_head(req, out_buf(req), status, content_type, fr, 0, 0);
     if (rc) return rc;
-    if (nobody) req->head = 1; /* writes are dropped, like for HEAD */
+    if (!has_body) req->head = 1; /* writes are dropped, like for HEAD */
     req->rstate = UG_RS_STREAMING;
     ug__mark_dirty(req->srv, req->conn);
     return 0;
 }
+
+/* "%zx\r\n" of the largest chunk, and the CRLF after its data. */
+#define CHUNK_FRAMING_MAX (sizeof("ffffffffffffffff\r\n") - 1 + sizeof("\r\n") - 1)
 
 int ug_resp_write(ug_request *req, const void *data, size_t len) {
     if (!req) return -EINVAL;
@@ -218,14 +298,14 @@ int ug_resp_write(ug_request *req, const void *data, size_t len) {
     if (!data) return -EINVAL;
     if ((size_t)req->out[0].len + req->out[1].len + len > STREAM_QUEUE_MAX) return -ENOBUFS;
     ug__buf *ob = out_buf(req);
-    if (ug__buf_reserve(ob, len + 24)) return -ENOMEM;
-    if (req->chunked_out) ob->len += (uint32_t)sprintf(ob->p + ob->len, "%zx\r\n", len);
-    memcpy(ob->p + ob->len, data, len);
-    ob->len += (uint32_t)len;
+    if (ug__buf_reserve(ob, len + CHUNK_FRAMING_MAX)) return -ENOMEM;
     if (req->chunked_out) {
-        memcpy(ob->p + ob->len, "\r\n", 2);
-        ob->len += 2;
+        char size_line[CHUNK_FRAMING_MAX];
+        int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
+        ug__buf_put(ob, size_line, (size_t)n);
     }
+    ug__buf_put(ob, data, len);
+    if (req->chunked_out) ug__buf_put(ob, "\r\n", 2);
     ug__mark_dirty(req->srv, req->conn);
     return 0;
 }
@@ -234,7 +314,7 @@ int ug_resp_end(ug_request *req) {
     if (!req) return -EINVAL;
     if (req->rstate != UG_RS_STREAMING) return req->rstate == UG_RS_ANSWERED ? -EALREADY : -EINVAL;
     if (req->chunked_out && !req->head) {
-        int rc = ug__buf_append(out_buf(req), "0\r\n\r\n", 5);
+        int rc = ug__buf_append(out_buf(req), "0\r\n\r\n", sizeof("0\r\n\r\n") - 1);
         if (rc) return rc;
     }
     req->rstate = UG_RS_ANSWERED;
@@ -245,17 +325,16 @@ int ug_resp_end(ug_request *req) {
 int ug__resp_error(struct ug_request *req, int status) {
     req->conn->flags |= UG_CF_CLOSE_AFTER;
     const char *reason = ug__http_reason(status);
-    char body[64];
-    int n = snprintf(body, sizeof body, "%s\n", reason);
-    if (n < 0 || (size_t)n >= sizeof body) n = 0;
+    size_t n = strlen(reason);
     req->resp_hdrs.len = 0;
-    int head = req->head;
+    req->own_hdrs = 0;
+    size_t send_len = req->head ? 0 : n + 1;
     ug__buf *ob = out_buf(req);
-    int rc = put_head(req, ob, status, "text/plain", n, (size_t)n);
+    int rc = put_head(req, ob, status, "text/plain", FRAME_LENGTH, n + 1, send_len);
     if (rc) return rc;
-    if (!head) {
-        memcpy(ob->p + ob->len, body, (size_t)n);
-        ob->len += (uint32_t)n;
+    if (send_len) { /* the body is the reason phrase and a newline; room reserved */
+        ug__buf_put(ob, reason, n);
+        ug__buf_put(ob, "\n", 1);
     }
     return 0;
 }

@@ -575,6 +575,16 @@ int ug_server_run(ug_server *srv, ug_report *report) {
 
 /* ---------------------------------------------------------------- create / free ---- */
 
+/* Visible ASCII and spaces only: it goes into every response head as is. */
+static int server_name_ok(const char *name) {
+    if (!name) return 1;
+    size_t n = strlen(name);
+    if (n > UG_SERVER_NAME_MAX) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || (unsigned char)name[i] > 0x7e) return 0;
+    return 1;
+}
+
 static char *dup_or_null(const char *s) {
     return s ? ug__strdup(s) : NULL;
 }
@@ -605,7 +615,8 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     if (!cfg.host) cfg.host = defaults.host;
     if (cfg.max_header_bytes > 65536 || cfg.max_uri_bytes > cfg.max_header_bytes ||
         cfg.max_conns > UG_IDX_MAX - SLOT_HEADROOM || cfg.max_body_bytes > (1ull << 30) ||
-        cfg.max_headers > 4096 || cfg.recv_buffers > 32768 || cfg.recv_buffer_size > (1u << 20))
+        cfg.max_headers > 4096 || cfg.recv_buffers > 32768 || cfg.recv_buffer_size > (1u << 20) ||
+        !server_name_ok(cfg.server_name))
         return -EINVAL;
 
     ug_server *srv = ug__calloc(1, sizeof *srv);
@@ -637,6 +648,7 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     atomic_init(&srv->posts, NULL);
     int rc = -ENOMEM;
     if (!srv->host_copy || (cfg.server_name && !srv->server_name_copy)) goto fail;
+    ug__std_hdrs_init(srv);
 
     /* Slots are reserved address space: an untouched page costs nothing, so max_conns can
      * be generous while an idle server stays small. */

@@ -694,6 +694,165 @@ static void test_stream_204_has_no_framing(void) {
     finish();
 }
 
+/* ---------------------------------------------------------------- head writer ---- */
+
+/* Every status × framing × close/keep-alive × HTTP/1.0/1.1, with the output buffer filled to
+ * every level around a reallocation boundary before the head is written: the head writer
+ * must size heads from what it writes (an overflow here is an ASan report; the landed code
+ * overflowed by about 20 bytes). The pair "GET /fill?n=K" + target arrives in one receive,
+ * so both responses go into the same output buffer, the target's head at fill level ~K. */
+enum fill_mode { FM_SEND_EMPTY, FM_SEND_BODY, FM_STREAM, FM_HEAD, FM_MODES };
+
+static char fill_bytes[4096];
+
+static unsigned query_num(ug_request *req, const char *key) {
+    ug_str v = ug_req_query_param(req, key);
+    unsigned n = 0;
+    for (size_t i = 0; v.ptr && i < v.len; i++) n = n * 10 + (unsigned)(v.ptr[i] - '0');
+    return n;
+}
+
+static ug_handler_result h_fill(ug_request *req) {
+    ug_str p = ug_req_path(req);
+    if (p.len == 5 && !memcmp(p.ptr, "/fill", 5)) {
+        unsigned n = query_num(req, "n");
+        g.rc[0] |= ug_resp_send(req, 200, NULL, fill_bytes, n);
+        return UG_DONE;
+    }
+    int status = (int)query_num(req, "s");
+    unsigned mode = query_num(req, "m");
+    int rc = 0;
+    if (query_num(req, "h")) rc |= ug_resp_header(req, "X-Extra", "a fairly long header value");
+    if (mode == FM_STREAM) {
+        rc |= ug_resp_start(req, status, "application/x-something-long");
+        rc |= ug_resp_write(req, "abc", 3);
+        rc |= ug_resp_end(req);
+    } else if (mode == FM_SEND_EMPTY) {
+        rc |= ug_resp_send(req, status, NULL, NULL, 0);
+    } else {
+        rc |= ug_resp_send(req, status, "text/plain; charset=utf-8", "Hello, World!", 13);
+    }
+    g.rc[1] |= rc;
+    return UG_DONE;
+}
+
+static unsigned digits(unsigned n) {
+    unsigned d = 1;
+    while (n >= 10) n /= 10, d++;
+    return d;
+}
+
+/* One pair on a fresh connection; checks both responses. Returns 0 if all was well. */
+static int fill_case(unsigned k, const char *target, int head, int minor, int closing, int status,
+                     unsigned mode) {
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    char req[512];
+    snprintf(req, sizeof req,
+             "GET /fill?n=%u HTTP/1.1\r\nHost: t\r\n\r\n%s %s HTTP/1.%d\r\nHost: t\r\n%s\r\n", k,
+             head ? "HEAD" : "GET", target, minor, closing ? "Connection: close\r\n" : "");
+    size_t len;
+    char *out = exchange(req, &len);
+    mock_resp r1, r2;
+    long n1 = mock_parse_resp(out, len, 0, 0, &r1);
+    int ok = n1 > 0 && r1.status == 200 && r1.body_len == k;
+    if (n1 > 0) mock_resp_free(&r1);
+    int streamed = mode == FM_STREAM;
+    int eof_delim = streamed && minor == 0;
+    long n2 = ok ? mock_parse_resp(out + n1, len - (size_t)n1, head, eof_delim, &r2) : -1;
+    ok = ok && n2 == (long)len - n1 && r2.status == status && r2.minor == 1;
+    if (ok) {
+        int nobody = head || status == 204 || status == 304 || status / 100 == 1;
+        int chunked = streamed && minor == 1 && !nobody;
+        ok = r2.chunked == chunked;
+        if (!nobody && !streamed) ok = ok && r2.clen == (mode == FM_SEND_EMPTY ? 0 : 13);
+        if (nobody) ok = ok && r2.body_len == 0;
+        /* It says close exactly when it must (asked, HTTP/1.0 without keep-alive, or a
+         * close-delimited stream). */
+        int must = closing || minor == 0 || eof_delim;
+        const char *conn = mock_resp_header(&r2, "Connection");
+        ok = ok && (must ? conn && !strcmp(conn, "close") : conn == NULL);
+        mock_resp_free(&r2);
+    }
+    if (!ok)
+        fprintf(stderr, "\n    fill %u, %s%s 1.%d close=%d mode=%u: bad responses (%zu bytes)\n",
+                k, head ? "HEAD " : "", target, minor, closing, mode, len);
+    free(out);
+    mock_conn_close(&cn);
+    mock_sync();
+    return ok ? 0 : -1;
+}
+
+/* Fill levels so that the target head starts within [cap - 300, cap + 8] of each boundary:
+ * the fill response is head0 + k bytes, head0 measured with k = 0. */
+static void sweep(unsigned head0, unsigned step, const char *target, int head, int minor, int closing,
+                  int status, unsigned mode, unsigned *cases, unsigned *bad) {
+    static const unsigned caps[] = {1024, 2048};
+    for (size_t b = 0; b < sizeof caps / sizeof caps[0]; b++) {
+        for (unsigned lvl = caps[b] - 300; lvl <= caps[b] + 8; lvl += step) {
+            if (lvl < head0 + 1) continue;
+            unsigned k = lvl - head0;
+            k -= digits(k) - 1;
+            (*cases)++;
+            *bad += fill_case(k, target, head, minor, closing, status, mode) != 0;
+            if (*bad > 5) return;
+        }
+        step = step * 3; /* the second boundary more coarsely */
+    }
+}
+
+/* head0: the fill response's length with an empty body. */
+static unsigned fill_head0(void) {
+    size_t len;
+    char *out = exchange("GET /fill?n=0 HTTP/1.1\r\nHost: t\r\n\r\n", &len);
+    free(out);
+    mock_conn_close(&cn);
+    return (unsigned)len;
+}
+
+static void test_head_writer_fill_levels(void) {
+    memset(fill_bytes, 'f', sizeof fill_bytes);
+    static const int statuses[] = {200, 201, 202, 203, 204, 205, 206, 299, 301, 302, 303, 304,
+                                   305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408,
+                                   409, 410, 411, 412, 413, 414, 415, 416, 417, 418, 421, 422,
+                                   423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503,
+                                   504, 505, 999};
+    static const int longest[] = {203, 407, 431, 451, 505};
+    unsigned cases = 0, bad = 0;
+    char target[128];
+    /* Every status, sent, keep-alive and close: one server each (the mock records every
+     * operation of a server). */
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0] && bad <= 5; i++) {
+        start(h_fill);
+        unsigned head0 = fill_head0();
+        for (int closing = 0; closing < 2; closing++) {
+            snprintf(target, sizeof target, "/t?s=%d&m=%d", statuses[i], FM_SEND_BODY);
+            sweep(head0, 13, target, 0, 1, closing, statuses[i], FM_SEND_BODY, &cases, &bad);
+        }
+        CU_ASSERT_EQUAL(g.rc[0], 0);
+        CU_ASSERT_EQUAL(g.rc[1], 0);
+        finish();
+    }
+    /* The longest reason phrases in every framing, version, close, with an extra header. */
+    for (size_t i = 0; i < sizeof longest / sizeof longest[0] && bad <= 5; i++)
+        for (unsigned mode = 0; mode < FM_MODES; mode++) {
+            start(h_fill);
+            unsigned head0 = fill_head0();
+            unsigned m = mode == FM_HEAD ? FM_SEND_BODY : mode;
+            for (int minor = 0; minor < 2; minor++)
+                for (int closing = 0; closing < 2; closing++) {
+                    snprintf(target, sizeof target, "/t?s=%d&m=%u&h=1", longest[i], m);
+                    sweep(head0, 3, target, mode == FM_HEAD, minor, closing, longest[i], m, &cases,
+                          &bad);
+                }
+            CU_ASSERT_EQUAL(g.rc[0], 0);
+            CU_ASSERT_EQUAL(g.rc[1], 0);
+            finish();
+        }
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT(cases > 10000);
+    fprintf(stderr, "(%u cases) ", cases);
+}
+
 static void register_suites(void) {
     CU_pSuite s = CU_add_suite("response", NULL, NULL);
     CU_add_test(s, "status line and headers", test_status_line_and_headers);
@@ -713,6 +872,8 @@ static void register_suites(void) {
     CU_add_test(s, "streaming: deferred writes", test_stream_deferred);
     CU_add_test(s, "streaming: 8 MiB queue bound", test_stream_queue_bound);
     CU_add_test(s, "streamed 204 has no body framing", test_stream_204_has_no_framing);
+    CU_add_test(s, "head writer: every status, framing, version at every fill level",
+                test_head_writer_fill_levels);
 }
 
 int main(void) {
