@@ -85,6 +85,12 @@ typedef struct ug_config {
     uint32_t max_headers;      /**< header fields per request; 64. Over it: 431 */
     uint32_t max_uri_bytes;    /**< request-target length; 4096. Over it: 414 */
     uint64_t max_body_bytes;   /**< request body; 1 MiB. Over it: 413 */
+    uint32_t max_output_bytes; /**< unsent response bytes per connection; 256 KiB. Past it the
+                                    server parses no more of that client's pipelined requests
+                                    and stops reading from it, until the output drains to a
+                                    quarter: a client that does not read costs at most this
+                                    (plus what it already sent). Not a limit on one response;
+                                    a stream's own bound is ug_resp_write's -ENOBUFS. */
 
     /* Timeouts: 0 disables one (not recommended on the internet). */
     uint32_t idle_timeout_ms; /**< keep-alive wait for the next request's first byte; 60000 */
@@ -411,6 +417,14 @@ typedef struct ug_stats {
     uint64_t accept_errors;      /**< accept completions with an error other than cancel */
     uint64_t accept_pauses;      /**< the gate paused at max_conns (clients wait in the backlog) */
     uint64_t accept_resumes;     /**< ... and resumed below the low watermark */
+    uint64_t output_pauses;      /**< reading a client paused: its unsent output passed
+                                      max_output_bytes (it sends and does not read) */
+    uint64_t input_pauses;       /**< reading a client paused: 64 KiB arrived while one of its
+                                      requests was being handled */
+    uint64_t conns_failed;       /**< connections ended because the server ran out of memory
+                                      or submission slots for them (also in conns_reset) */
+    uint64_t stale_completions;  /**< completions for a slot that is gone: never expected (an
+                                      assertion in debug builds); counted and ignored */
 } ug_stats;
 
 /** Copy the counters. Loop thread, or any thread once ug_server_run has returned. */

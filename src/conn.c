@@ -18,11 +18,14 @@
 
 /* Input received while a request is being handled is parked; past this much, reading is
  * paused (the recv is cancelled) so a pipelining client cannot grow our memory without bound:
- * the rest waits in the kernel's socket buffer. */
+ * the rest waits in the kernel's socket buffer. Output is bounded the same way, by
+ * max_output_bytes (see output_over). */
 #define PARKED_INPUT_MAX (64u * 1024)
 /* Buffers grown past this by a large request are freed when the context is recycled. */
 #define CTX_BUF_KEEP (16u * 1024)
 #define CTX_FREE_MAX 1024u
+/* A canned body and its length. */
+#define LIT_BODY(s) (s), (sizeof(s) - 1)
 
 static uint32_t conn_idx(const ug_server *srv, const ug__conn *c) {
     return (uint32_t)(c - srv->slots);
@@ -157,6 +160,33 @@ static int request_live(const struct ug_request *ctx) {
                    ctx->rstate == UG_RS_STREAMING);
 }
 
+/* Response bytes queued and not yet sent. */
+static uint32_t out_pending(const struct ug_request *ctx) {
+    return ctx->out[0].len + ctx->out[1].len - ctx->sent;
+}
+
+/* Output backpressure: a client that sends requests and does not read the responses gets no
+ * more of its requests parsed (nor its bytes read) once this much is waiting for it... */
+static int output_over(const ug_server *srv, const struct ug_request *ctx) {
+    return out_pending(ctx) > srv->cfg.max_output_bytes;
+}
+
+/* ... and reading resumes once it is down to a quarter: hysteresis, so that a client that
+ * reads slowly does not make us pause and resume on every send. */
+static int output_drained(const ug_server *srv, const struct ug_request *ctx) {
+    return out_pending(ctx) <= srv->cfg.max_output_bytes / 4;
+}
+
+/* Stop reading (counted in *why): cancel the multishot recv; its final completion clears
+ * RECV_ARMED and the flush re-arms it once the reason is gone. */
+static void pause_recv(ug_server *srv, ug__conn *c, uint64_t *why) {
+    if (!(c->flags & UG_CF_RECV_ARMED) || (c->flags & UG_CF_RECV_PAUSED)) return;
+    (*why)++;
+    c->flags |= UG_CF_RECV_PAUSED;
+    if (srv->be_ops->cancel(srv->be, conn_ud(srv, c, UG_OP_RECV)))
+        c->flags |= UG_CF_FAILED; /* no room to cancel: end it rather than read on unbounded */
+}
+
 static void try_finalize(ug_server *srv, ug__conn *c) {
     if (c->flags & (UG_CF_RECV_ARMED | UG_CF_SEND_INFLIGHT)) return;
     close(c->fd);
@@ -218,6 +248,13 @@ void ug__conn_abort(ug_server *srv, ug__conn *c, ug_cancel_reason why) {
     ug__conn_close(srv, c, why != UG_CANCEL_DEADLINE);
 }
 
+/* End a connection the server could not keep going (out of memory, no submission slot). */
+static void conn_failed(ug_server *srv, ug__conn *c) {
+    srv->stats.conns_failed++;
+    ug__log(srv, UG_LOG_WARN, "connection ended: out of memory or submission slots");
+    ug__conn_close(srv, c, 1);
+}
+
 /* Close politely: our FIN goes out after the last response, then we keep reading (and
  * discarding) until the client closes or the linger ends. Closing with unread input in the
  * socket would make the kernel send a reset, which can destroy the response the client has
@@ -226,6 +263,16 @@ static void begin_linger(ug_server *srv, ug__conn *c) {
     if (c->ctx) {
         ug__ctx_put(srv, c->ctx);
         c->ctx = NULL;
+    }
+    /* Paused reading resumes: lingering must read what the client sends, or the close would
+     * reset the connection. A pause's cancel still in flight re-arms when its final
+     * completion arrives (ug__conn_on_recv, LINGER). */
+    if (c->flags & UG_CF_RECV_PAUSED) {
+        c->flags &= (uint16_t)~UG_CF_RECV_PAUSED;
+        if (!(c->flags & UG_CF_RECV_ARMED) && arm_recv(srv, c)) {
+            conn_failed(srv, c);
+            return;
+        }
     }
     if (!(c->flags & UG_CF_RECV_ARMED)) { /* the peer already closed its side */
         ug__conn_close(srv, c, 0);
@@ -284,6 +331,16 @@ static const ug__route *find_route(ug_server *srv, ug_str method, ug_str path, i
     return NULL;
 }
 
+/* A response the core itself gives (404, 405, 503, an error status). If even that cannot be
+ * queued (out of memory), the connection is ended: no request may be left without answer or
+ * timeout. */
+static void core_respond(struct ug_request *ctx, int status, const char *body, size_t len) {
+    if (ug_resp_send(ctx, status, "text/plain", body, len) == 0) return;
+    ctx->rstate = UG_RS_NONE;
+    ctx->id = 0;
+    ctx->conn->flags |= UG_CF_FAILED;
+}
+
 static void dispatch(ug_server *srv, ug__conn *c, struct ug_request *ctx) {
     srv->stats.requests++;
     ctx->id = (++srv->req_seq << 28) | conn_idx(srv, c);
@@ -298,16 +355,16 @@ static void dispatch(ug_server *srv, ug__conn *c, struct ug_request *ctx) {
     const ug__route *r = find_route(srv, ug_req_method(ctx), path, &path_hit);
     if (!r) {
         if (path_hit)
-            ug_resp_send(ctx, 405, "text/plain", "Method Not Allowed\n", 19);
+            core_respond(ctx, 405, LIT_BODY("Method Not Allowed\n"));
         else
-            ug_resp_send(ctx, 404, "text/plain", "Not Found\n", 10);
+            core_respond(ctx, 404, LIT_BODY("Not Found\n"));
         return;
     }
     if (srv->cfg.max_inflight != UG_UNLIMITED && srv->inflight >= srv->cfg.max_inflight) {
         /* Load shedding: answered at once, cheaply, and the client is told when to retry. */
         srv->stats.shed++;
-        ug_resp_header(ctx, "Retry-After", "1");
-        ug_resp_send(ctx, 503, "text/plain", "Service Unavailable\n", 20);
+        (void)ug_resp_header(ctx, "Retry-After", "1"); /* a 503 without it is still right */
+        core_respond(ctx, 503, LIT_BODY("Service Unavailable\n"));
         return;
     }
     ctx->inflight = 1;
@@ -332,7 +389,7 @@ static void dispatch(ug_server *srv, ug__conn *c, struct ug_request *ctx) {
         /* A handler that neither answered nor deferred: the client must not hang. */
         srv->stats.handler_no_response++;
         ug__log(srv, UG_LOG_WARN, "handler returned UG_DONE without responding: 500");
-        ug__resp_error(ctx, 500);
+        if (ug__resp_error(ctx, 500)) c->flags |= UG_CF_FAILED;
         ctx->rstate = UG_RS_ANSWERED;
     } else if (ctx->rstate == UG_RS_STREAMING && res == UG_DONE) {
         /* Returned mid-stream without deferring: the body can't be completed. Send what is
@@ -362,7 +419,10 @@ static void finish_request(ug_server *srv, struct ug_request *ctx) {
             ctx->in.len -= ctx->in_off;
             ctx->in_off = 0;
         }
-        if (ug__buf_append(&ctx->in, ctx->parked.p, ctx->parked.len) == 0) ctx->parked.len = 0;
+        if (ug__buf_append(&ctx->in, ctx->parked.p, ctx->parked.len) == 0)
+            ctx->parked.len = 0;
+        else /* the parked bytes cannot follow: the stream can't go on in order */
+            ctx->conn->flags |= UG_CF_FAILED;
     }
 }
 
@@ -391,11 +451,13 @@ static void process(ug_server *srv, ug__conn *c) {
     struct ug_request *ctx = c->ctx;
     for (;;) {
         if (ctx->rstate == UG_RS_ANSWERED) finish_request(srv, ctx);
-        if (ctx->rstate != UG_RS_NONE) break;
+        if (ctx->rstate != UG_RS_NONE || (c->flags & UG_CF_FAILED)) break;
         if (c->flags & UG_CF_CLOSE_AFTER) { /* nothing after a closing response is read */
             ctx->in_off = ctx->in.len;
             break;
         }
+        /* Backpressure: requests are parsed ahead only while the client reads. */
+        if (output_over(srv, ctx)) break;
         uint32_t avail = ctx->in.len - ctx->in_off;
         if (!avail) break;
         if (!ctx->parsing) {
@@ -411,7 +473,7 @@ static void process(ug_server *srv, ug__conn *c) {
             if ((ctx->http.flags & UG_HTTP_EXPECT_CONTINUE) && !ctx->continue_sent &&
                 ctx->http.consumed == avail && !(c->flags & UG_CF_DRAIN)) {
                 ctx->continue_sent = 1;
-                ug__resp_continue(ctx);
+                if (ug__resp_continue(ctx)) c->flags |= UG_CF_FAILED;
             }
             continue;
         }
@@ -421,15 +483,17 @@ static void process(ug_server *srv, ug__conn *c) {
             count_limit(srv, &ctx->http);
             ctx->head = (ctx->http.flags & UG_HTTP_HEAD) != 0;
             ctx->keep_alive = 0;
-            ug__resp_error(ctx, ctx->http.error_status);
+            if (ug__resp_error(ctx, ctx->http.error_status)) c->flags |= UG_CF_FAILED;
             ctx->parsing = 0;
             ctx->in_off = ctx->in.len;
             break;
         }
         dispatch(srv, c, ctx);
     }
-    if ((c->flags & UG_CF_PEER_EOF) && !request_live(ctx)) {
-        ctx->in_off = ctx->in.len; /* an incomplete request can never complete now */
+    /* After the client's EOF, what is left unparsed is an incomplete request that can never
+     * complete now; unless parsing stopped for backpressure, with complete ones still to go. */
+    if ((c->flags & UG_CF_PEER_EOF) && !request_live(ctx) && !output_over(srv, ctx)) {
+        ctx->in_off = ctx->in.len;
         c->flags |= UG_CF_CLOSE_AFTER;
     }
     if (!request_live(ctx) && ctx->in_off) {
@@ -445,18 +509,30 @@ void ug__conn_flush(ug_server *srv, ug__conn *c) {
     if (ctx) {
         process(srv, c);
         if (c->state != UG_CONN_OPEN) return;
+        if (c->flags & UG_CF_FAILED) {
+            conn_failed(srv, c);
+            return;
+        }
         if (!(c->flags & UG_CF_SEND_INFLIGHT) && ctx->out[0].len && start_send(srv, c, 0) != 0) {
             ug__conn_abort(srv, c, UG_CANCEL_CLIENT_GONE);
             return;
         }
+        if (output_over(srv, ctx)) {
+            pause_recv(srv, c, &srv->stats.output_pauses);
+            if (c->flags & UG_CF_FAILED) {
+                conn_failed(srv, c);
+                return;
+            }
+        }
     }
     /* Reading was paused by cancelling the recv: resume once its final completion has been
-     * seen and the parked input is consumed (the context may be gone by then). */
+     * seen, the parked input is consumed and the output has drained (the context may be
+     * gone by then). */
     if ((c->flags & UG_CF_RECV_PAUSED) && !(c->flags & UG_CF_RECV_ARMED) &&
-        (!ctx || (!request_live(ctx) && ctx->parked.len == 0))) {
+        (!ctx || (!request_live(ctx) && ctx->parked.len == 0 && output_drained(srv, ctx)))) {
         c->flags &= (uint16_t)~UG_CF_RECV_PAUSED;
         if (arm_recv(srv, c)) {
-            ug__conn_close(srv, c, 1);
+            conn_failed(srv, c);
             return;
         }
     }
@@ -499,26 +575,24 @@ void ug__conn_on_recv(ug_server *srv, ug__conn *c, const ug__completion *cq) {
         if (c->state == UG_CONN_OPEN) {
             if (!c->ctx && !(c->ctx = ug__ctx_get(srv))) {
                 srv->be_ops->recv_release(srv->be, cq->buf_id);
-                ug__log(srv, UG_LOG_ERROR, "out of memory for a request context");
-                ug__conn_close(srv, c, 1);
+                conn_failed(srv, c);
                 return;
             }
             struct ug_request *ctx = c->ctx;
             ctx->conn = c;
             /* While a request is being handled its views point into ctx->in: park the bytes
              * instead of growing (and maybe moving) that buffer. */
-            ug__buf *dst = request_live(ctx) ? &ctx->parked : &ctx->in;
+            /* Bytes queue behind older parked bytes too: appending them to in ahead of those
+             * would reorder the client's stream. */
+            ug__buf *dst = request_live(ctx) || ctx->parked.len ? &ctx->parked : &ctx->in;
             keep = ug__buf_append(dst, cq->data, (size_t)cq->res) == 0;
-            if (keep && dst == &ctx->parked && ctx->parked.len > PARKED_INPUT_MAX &&
-                (c->flags & UG_CF_RECV_ARMED)) {
-                c->flags |= UG_CF_RECV_PAUSED;
-                srv->be_ops->cancel(srv->be, conn_ud(srv, c, UG_OP_RECV));
-            }
+            if (keep && dst == &ctx->parked && ctx->parked.len > PARKED_INPUT_MAX)
+                pause_recv(srv, c, &srv->stats.input_pauses);
         }
         if (cq->flags & UG__CF_BUFFER) srv->be_ops->recv_release(srv->be, cq->buf_id);
         if (c->state == UG_CONN_OPEN) {
             if (!keep) {
-                ug__conn_close(srv, c, 1);
+                conn_failed(srv, c);
                 return;
             }
             if (c->tq == UG_TQ_BODY) ug__tq_touch(srv, c); /* the body timeout is a gap */
@@ -557,7 +631,9 @@ void ug__conn_on_recv(ug_server *srv, ug__conn *c, const ug__completion *cq) {
         try_finalize(srv, c);
         return;
     }
-    if (c->state == UG_CONN_LINGER) { /* EOF or error: the client is done */
+    if (c->state == UG_CONN_LINGER) {
+        /* A pause's cancel (begin_linger): keep reading. EOF or an error: the client is done. */
+        if (cq->res == -ECANCELED && arm_recv(srv, c) == 0) return;
         ug__conn_close(srv, c, 0);
         return;
     }
@@ -632,7 +708,7 @@ void ug__conn_timeout(ug_server *srv, ug__conn *c, enum ug__tq q) {
             ctx->parsing = 0;
             ctx->in_off = ctx->in.len;
             srv->stats.requests++;
-            ug__resp_error(ctx, 408);
+            if (ug__resp_error(ctx, 408)) c->flags |= UG_CF_FAILED;
             ug__mark_dirty(srv, c);
         } else {
             begin_linger(srv, c);
@@ -650,7 +726,8 @@ void ug__conn_timeout(ug_server *srv, ug__conn *c, enum ug__tq q) {
             ctx->cancel_fn = NULL;
             srv->stats.timeouts_handler++;
             ctx->rstate = UG_RS_HANDLER;
-            ug_resp_send(ctx, 503, "text/plain", "Service Unavailable\n", 20);
+            core_respond(ctx, 503, LIT_BODY("Service Unavailable\n"));
+            ug__mark_dirty(srv, c); /* core_respond may have failed it: the flush closes it */
             if (fn) {
                 srv->stats.requests_cancelled++;
                 fn(ctx, UG_CANCEL_TIMEOUT, user);

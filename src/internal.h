@@ -78,6 +78,8 @@ enum ug__conn_flag {
     UG_CF_DIRTY = 1u << 5,       /* on the server's dirty list */
     UG_CF_ERROR = 1u << 6,       /* ended by an error: counted in conns_reset */
     UG_CF_PEER_EOF = 1u << 7,    /* the client closed its side: answer what is buffered */
+    UG_CF_FAILED = 1u << 8,      /* out of memory or SQEs mid-parse: closed as an error once
+                                    the parse loop has unwound (conn.c conn_failed) */
 };
 
 /* Timeout queues: every connection in a queue has the same timeout, so appending at the

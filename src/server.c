@@ -42,6 +42,7 @@ void ug_config_init(ug_config *cfg) {
     cfg->max_headers = 64;
     cfg->max_uri_bytes = 4096;
     cfg->max_body_bytes = 1u << 20;
+    cfg->max_output_bytes = 256u << 10;
     cfg->idle_timeout_ms = 60000;
     cfg->read_header_timeout_ms = 10000;
     cfg->body_timeout_ms = 30000;
@@ -607,6 +608,7 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     DEF(max_headers);
     DEF(max_uri_bytes);
     DEF(max_body_bytes);
+    DEF(max_output_bytes);
     DEF(max_inflight);
     DEF(ring_entries);
     DEF(recv_buffers);
@@ -616,7 +618,7 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     if (cfg.max_header_bytes > 65536 || cfg.max_uri_bytes > cfg.max_header_bytes ||
         cfg.max_conns > UG_IDX_MAX - SLOT_HEADROOM || cfg.max_body_bytes > (1ull << 30) ||
         cfg.max_headers > 4096 || cfg.recv_buffers > 32768 || cfg.recv_buffer_size > (1u << 20) ||
-        !server_name_ok(cfg.server_name))
+        cfg.max_output_bytes > (1u << 30) || !server_name_ok(cfg.server_name))
         return -EINVAL;
 
     ug_server *srv = ug__calloc(1, sizeof *srv);
