@@ -530,6 +530,9 @@ int ug_server_run(ug_server *srv, ug_report *report) {
         check_shutdown(srv);
         if (srv->accept_cancel_retry && srv->accept_armed) /* the SQ was full: try again */
             srv->accept_cancel_retry = srv->be_ops->cancel(srv->be, UG_UD(UG_OP_ACCEPT, 0, 0)) != 0;
+        /* What the last batch received is parsed before any timeout is judged: a request
+         * whose last bytes arrived with the batch is complete, not late. */
+        flush_dirty(srv);
         run_posts(srv, 0);
         ug__timer_run(&srv->timers, srv->now_ms, srv);
         tq_expire(srv);
