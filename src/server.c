@@ -163,6 +163,16 @@ static void flush_dirty(ug_server *srv) {
     }
 }
 
+/* ---------------------------------------------------------------- core timers ---- */
+
+/* The gate's own timers (accept retry, lame duck, settle, deadline fallback) have heap slots
+ * reserved at create: what shutdown needs cannot fail for lack of memory. */
+static void core_timer(ug_server *srv, ug__timer *t, uint64_t deadline_ms) {
+    int rc = ug__timer_start(&srv->timers, t, deadline_ms);
+    assert(rc == 0 && t->reserved);
+    (void)rc;
+}
+
 /* ---------------------------------------------------------------- gate ---- */
 
 static void set_gate(ug_server *srv, ug_gate_state st) {
@@ -238,7 +248,7 @@ static void listener_close(ug_server *srv) {
     }
     drain_accept_queue(srv);
     srv->listener_settling = 1;
-    ug__timer_start(&srv->timers, &srv->settle_timer, srv->now_ms + srv->cfg.gate_settle_ms);
+    core_timer(srv, &srv->settle_timer, srv->now_ms + srv->cfg.gate_settle_ms);
 }
 
 /* Backpressure through the gate: at max_conns the multishot accept is cancelled, so new
@@ -262,7 +272,7 @@ void ug__gate_check_limit(ug_server *srv) {
         srv->accept_paused = 0;
         srv->stats.accept_resumes++;
         if (arm_accept(srv))
-            ug__timer_start(&srv->timers, &srv->accept_retry, srv->now_ms + ACCEPT_RETRY_MS);
+            core_timer(srv, &srv->accept_retry, srv->now_ms + ACCEPT_RETRY_MS);
     }
 }
 
@@ -290,12 +300,12 @@ static void on_accept(ug_server *srv, const ug__completion *cq) {
      * errors (EMFILE, ENFILE, ENOMEM, ENOBUFS) wait a little instead of spinning. */
     srv->stats.accept_rearms++;
     if (cq->res == -EMFILE || cq->res == -ENFILE || cq->res == -ENOMEM || cq->res == -ENOBUFS) {
-        ug__timer_start(&srv->timers, &srv->accept_retry, srv->now_ms + ACCEPT_RETRY_MS);
+        core_timer(srv, &srv->accept_retry, srv->now_ms + ACCEPT_RETRY_MS);
         return;
     }
     if (arm_accept(srv)) {
         ug__log(srv, UG_LOG_ERROR, "cannot re-arm accept; retrying");
-        ug__timer_start(&srv->timers, &srv->accept_retry, srv->now_ms + ACCEPT_RETRY_MS);
+        core_timer(srv, &srv->accept_retry, srv->now_ms + ACCEPT_RETRY_MS);
     }
 }
 
@@ -347,7 +357,7 @@ static void gate_close(ug_server *srv, uint32_t timeout_ms) {
         srv->deadline_armed = 1;
     } else { /* the loop's own timer bounds the drain instead */
         ug__log(srv, UG_LOG_WARN, "drain deadline timer refused: using the loop timer");
-        ug__timer_start(&srv->timers, &srv->deadline_fallback, srv->now_ms + timeout_ms);
+        core_timer(srv, &srv->deadline_fallback, srv->now_ms + timeout_ms);
     }
 }
 
@@ -398,7 +408,7 @@ static void check_shutdown(ug_server *srv) {
                 srv->conns_open);
         set_gate(srv, UG_GATE_LAME_DUCK);
         srv->t_lame_duck_ms = srv->now_ms;
-        ug__timer_start(&srv->timers, &srv->lame_duck_timer, srv->now_ms + delay);
+        core_timer(srv, &srv->lame_duck_timer, srv->now_ms + delay);
         run_hooks(srv, UG_GATE_LAME_DUCK);
         return;
     }
@@ -645,14 +655,15 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     srv->tq[UG_TQ_WRITE].timeout_ms = cfg.write_timeout_ms;
     srv->tq[UG_TQ_HANDLER].timeout_ms = cfg.handler_timeout_ms;
     srv->tq[UG_TQ_LINGER].timeout_ms = cfg.linger_ms ? cfg.linger_ms : 1;
-    ug__timer_init(&srv->accept_retry, accept_retry_fired);
-    ug__timer_init(&srv->lame_duck_timer, lame_duck_over);
-    ug__timer_init(&srv->settle_timer, settle_over);
-    ug__timer_init(&srv->deadline_fallback, deadline_fallback_fired);
     atomic_init(&srv->gate, UG_GATE_OPEN);
     atomic_init(&srv->posts, NULL);
     int rc = -ENOMEM;
     if (!srv->host_copy || (cfg.server_name && !srv->server_name_copy)) goto fail;
+    if (ug__timer_init_reserved(&srv->timers, &srv->accept_retry, accept_retry_fired) ||
+        ug__timer_init_reserved(&srv->timers, &srv->lame_duck_timer, lame_duck_over) ||
+        ug__timer_init_reserved(&srv->timers, &srv->settle_timer, settle_over) ||
+        ug__timer_init_reserved(&srv->timers, &srv->deadline_fallback, deadline_fallback_fired))
+        goto fail;
     ug__std_hdrs_init(srv);
 
     /* Slots are reserved address space: an untouched page costs nothing, so max_conns can

@@ -2,6 +2,7 @@
 
 #include "fault.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 
@@ -10,7 +11,28 @@
 void ug__timer_init(ug__timer *t, ug__timer_fn fn) {
     t->deadline_ms = 0;
     t->heap_idx = NOT_ARMED;
+    t->reserved = 0;
     t->fn = fn;
+}
+
+static int grow(ug__timer_heap *h, uint32_t need) {
+    if (need <= h->cap) return 0;
+    uint32_t cap = h->cap ? h->cap : 64;
+    while (cap < need) cap *= 2;
+    ug__timer **v = ug__realloc(h->v, (size_t)cap * sizeof *v);
+    if (!v) return -ENOMEM;
+    h->v = v;
+    h->cap = cap;
+    return 0;
+}
+
+int ug__timer_init_reserved(ug__timer_heap *h, ug__timer *t, ug__timer_fn fn) {
+    ug__timer_init(t, fn);
+    int rc = grow(h, h->n - h->reserved_armed + h->reserved + 1);
+    if (rc) return rc;
+    t->reserved = 1;
+    h->reserved++;
+    return 0;
 }
 
 int ug__timer_armed(const ug__timer *t) {
@@ -51,6 +73,7 @@ void ug__timer_stop(ug__timer_heap *h, ug__timer *t) {
     uint32_t i = t->heap_idx;
     if (i == NOT_ARMED) return;
     t->heap_idx = NOT_ARMED;
+    h->reserved_armed -= t->reserved;
     ug__timer *last = h->v[--h->n];
     if (i == h->n) return;
     place(h, i, last);
@@ -62,12 +85,11 @@ void ug__timer_stop(ug__timer_heap *h, ug__timer *t) {
 
 int ug__timer_start(ug__timer_heap *h, ug__timer *t, uint64_t deadline_ms) {
     ug__timer_stop(h, t);
-    if (h->n == h->cap) {
-        uint32_t cap = h->cap ? h->cap * 2 : 64;
-        ug__timer **v = ug__realloc(h->v, (size_t)cap * sizeof *v);
-        if (!v) return -ENOMEM;
-        h->v = v;
-        h->cap = cap;
+    if (t->reserved) {
+        assert(h->n < h->cap);
+        h->reserved_armed++;
+    } else if (grow(h, h->n - h->reserved_armed + 1 + h->reserved)) {
+        return -ENOMEM;
     }
     t->deadline_ms = deadline_ms;
     place(h, h->n++, t);
@@ -93,5 +115,5 @@ unsigned ug__timer_run(ug__timer_heap *h, uint64_t now_ms, void *ctx) {
 void ug__timer_heap_free(ug__timer_heap *h) {
     free(h->v);
     h->v = NULL;
-    h->n = h->cap = 0;
+    h->n = h->cap = h->reserved = h->reserved_armed = 0;
 }
