@@ -63,6 +63,7 @@ struct ug__backend {
     uint8_t skip_ok;     /* IOSQE_CQE_SKIP_SUCCESS when the kernel has it, else 0 */
     bool enabled;        /* ring created R_DISABLED: enabled by the owner thread */
     bool br_registered;
+    bool wake_armed;     /* the eventfd read is queued or in flight */
     int efd;          /* wake eventfd; io_uring poll-arms the read (no io-wq worker) */
     uint64_t efd_val; /* target of the armed eventfd read */
 };
@@ -89,9 +90,17 @@ static int enable_ring(ug__backend *b) {
     return 0;
 }
 
+static int arm_wake_read(ug__backend *b);
+
 static inline int before_enter(ug__backend *b) {
     publish_bufs(b);
-    if (UNLIKELY(!b->enabled)) return enable_ring(b);
+    if (UNLIKELY(!b->enabled)) {
+        int r = enable_ring(b);
+        if (r < 0) return r;
+    }
+    /* A wake read that could not be re-armed (SQ full) is retried here, before every enter:
+     * without it, ug_server_shutdown from a signal handler would never be seen. */
+    if (UNLIKELY(!b->wake_armed)) (void)arm_wake_read(b);
     return 0;
 }
 
@@ -115,10 +124,11 @@ static inline sqe_side *side_of(ug__backend *b, const struct io_uring_sqe *s) {
 }
 
 static int arm_wake_read(ug__backend *b) {
-    struct io_uring_sqe *s = get_sqe(b);
+    struct io_uring_sqe *s = io_uring_get_sqe(&b->ring); /* not get_sqe: before_enter calls it */
     if (!s) return -EBUSY;
     io_uring_prep_read(s, b->efd, &b->efd_val, sizeof b->efd_val, 0);
     io_uring_sqe_set_data64(s, UD_WAKE);
+    b->wake_armed = true;
     return 0;
 }
 
@@ -310,8 +320,13 @@ static int uring_timer_cancel(ug__backend *b, uint64_t ud) {
 
 static void internal_cqe(ug__backend *b, uint64_t ud, int32_t res) {
     /* Cancel / timeout-remove results (-ENOENT, -EALREADY, counts) are of no interest: the
-     * target's own completion tells the core what happened. */
-    if (ud == UD_WAKE && res >= 0) (void)arm_wake_read(b);
+     * target's own completion tells the core what happened. The wake read is re-armed
+     * whatever it returned (EINTR, a cancel at teardown...), now or before the next enter. */
+    (void)res;
+    if (ud == UD_WAKE) {
+        b->wake_armed = false;
+        (void)arm_wake_read(b);
+    }
 }
 
 /* Deliver every CQE that is in the CQ now. The tail is sampled once per round: CQEs that
