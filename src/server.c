@@ -279,7 +279,10 @@ void ug__gate_check_limit(ug_server *srv) {
 static void on_accept(ug_server *srv, const ug__completion *cq) {
     if (!(cq->flags & UG__CF_MORE)) srv->accept_armed = 0;
     if (cq->res >= 0) {
-        if (srv->lfd < 0) srv->report.accepted_after_close++; /* impossible by construction */
+        if (srv->lfd < 0) { /* impossible by construction: the listener closes after the */
+            assert(!"accepted after close"); /* accept's final completion */
+            srv->report.accepted_after_close++;
+        }
         if (srv->accept_cancelled) srv->report.accepted_at_close++;
         ug__conn_accepted(srv, cq->res);
     } else if (cq->res != -ECANCELED) {
@@ -508,6 +511,8 @@ static void on_completion(void *arg, const ug__completion *cq) {
     ug__conn *c = idx < srv->slots_used ? &srv->slots[idx] : NULL;
     if (!c || c->gen != UG_UD_GEN(cq->ud) || c->state == UG_CONN_FREE) {
         /* Never expected: a slot is freed only after its last completion. */
+        assert(!"stale completion");
+        srv->stats.stale_completions++;
         ug__log(srv, UG_LOG_ERROR, "stale completion op=%u idx=%u res=%d", op, idx, cq->res);
         if (cq->flags & UG__CF_BUFFER) srv->be_ops->recv_release(srv->be, cq->buf_id);
         return;

@@ -491,7 +491,8 @@ static void test_close_cancels_send_and_waits(void) {
     finish();
 }
 
-static void test_stale_completion_ignored(void) {
+/* Production builds count a completion for a slot that is gone and drop it. */
+static __attribute__((unused)) void test_stale_completion_ignored(void) {
     start();
     CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
     unsigned from = mock_nops();
@@ -504,6 +505,9 @@ static void test_stale_completion_ignored(void) {
     CU_ASSERT_EQUAL(mock_count(MK_SEND, -1, from), 0);
     CU_ASSERT_EQUAL(mock_buffers_out(), 0);
     CU_ASSERT(mock_log_has("stale completion"));
+    ug_stats stale;
+    mock_stats(srv, &stale);
+    CU_ASSERT_EQUAL(stale.stale_completions, 4);
     CU_ASSERT(mock_fd_open(&cn));
 
     /* The connection is unaffected. */
@@ -1519,7 +1523,9 @@ static void register_suites(void) {
                 test_close_cancels_recv_and_waits);
     CU_add_test(s, "close cancels the send, fd closed after its final",
                 test_close_cancels_send_and_waits);
+#ifdef NDEBUG /* a stale completion is an assertion failure in the Debug build */
     CU_add_test(s, "stale completions ignored", test_stale_completion_ignored);
+#endif
     CU_add_test(s, "ENOBUFS re-arms the recv", test_enobufs_rearms_recv);
     CU_add_test(s, "final recv with data re-arms", test_final_recv_with_data_rearms);
     CU_add_test(s, "accept without MORE re-arms", test_accept_without_more_rearms);
