@@ -74,8 +74,10 @@ typedef struct ug_config {
     const char *host;        /**< address to bind; "127.0.0.1". IPv6 literals are accepted. */
     uint16_t port;           /**< 8080; 0 picks a free port (read it with ug_server_port()) */
     int backlog;             /**< listen(2) backlog; 4096 */
-    int listen_fd;           /**< -1, or an already listening socket the server takes over (it
-                                  will close it); host/port/backlog are then ignored */
+    int listen_fd;           /**< -1, or an already listening socket the server takes over
+                                  when ug_server_create succeeds (it sets O_NONBLOCK and will
+                                  close it); if create fails it stays the caller's, open.
+                                  host/port/backlog are then ignored */
     ug_backend_kind backend; /**< UG_BACKEND_AUTO */
 
     uint32_t max_conns;        /**< concurrent connections; 16384. Slots are reserved as
@@ -278,8 +280,12 @@ int ug_resp_end(ug_request *req);
 typedef void (*ug_post_fn)(ug_server *srv, void *user);
 
 /** Run fn(srv, user) on the loop thread soon. Any thread (not a signal handler: it may
- *  allocate). Returns 0, -ENOMEM, or -ESHUTDOWN once the server has stopped. Posted work
- *  still queued when ug_server_run returns runs before it returns. */
+ *  allocate), from ug_server_create's return until ug_server_free is called: the caller must
+ *  make sure no call is in progress or starts once ug_server_free begins (join the threads
+ *  that post first); after ug_server_run has returned, calls are safe and fail. Returns 0,
+ *  -ENOMEM, or -ESHUTDOWN once the run has ended. Posted work still queued when
+ *  ug_server_run returns runs before it returns; work posted before ug_server_run and never
+ *  run (the server was freed without running) is dropped by ug_server_free. */
 int ug_server_post(ug_server *srv, ug_post_fn fn, void *user);
 
 /* ------------------------------------------------------------------------------------------

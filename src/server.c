@@ -719,6 +719,8 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     *out = srv;
     return 0;
 fail:
+    /* A failed create leaves cfg.listen_fd to the caller, open, whatever failed. */
+    if (cfg.listen_fd >= 0 && srv->lfd == cfg.listen_fd) srv->lfd = -1;
     ug_server_free(srv);
     return rc;
 }
