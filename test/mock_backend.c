@@ -49,8 +49,9 @@ static struct mock {
     } bufs[MAX_BUFS];
 
     int auto_send, auto_cancel, wire;
-    int fail_wait; /* the next wait() returns this error */
-    int fail_recv; /* the next recv() returns this error */
+    int fail_wait;  /* the next wait() returns this error */
+    int fail_recv;  /* the next recv() returns this error */
+    int fail_timer; /* the next timer() returns this error */
 
     char errors[MAX_ERRORS][160];
     unsigned nerrors;
@@ -124,6 +125,7 @@ void mock_reset(void) {
     m.wire = 1;
     m.fail_wait = 0;
     m.fail_recv = 0;
+    m.fail_timer = 0;
     m.nerrors = 0;
     m.log_len = 0;
     m.log[0] = 0;
@@ -151,6 +153,12 @@ void mock_fail_wait(int err) {
 void mock_fail_recv(int err) {
     pthread_mutex_lock(&m.mu);
     m.fail_recv = err;
+    pthread_mutex_unlock(&m.mu);
+}
+
+void mock_fail_timer(int err) {
+    pthread_mutex_lock(&m.mu);
+    m.fail_timer = err;
     pthread_mutex_unlock(&m.mu);
 }
 
@@ -371,6 +379,12 @@ static int m_timer(ug__backend *b, uint64_t deadline_ns, uint64_t ud) {
     pthread_mutex_lock(&m.mu);
     check_thread_locked("timer");
     if (UG__UD_RESERVED(ud)) err_locked("timer with a reserved user_data");
+    if (m.fail_timer) {
+        int e = m.fail_timer;
+        m.fail_timer = 0;
+        pthread_mutex_unlock(&m.mu);
+        return e;
+    }
     for (unsigned i = 0; i < m.nops; i++)
         if (m.ops[i].kind == MK_TIMER && m.ops[i].ud == ud && !m.ops[i].finished)
             err_locked("a second timer with the same user_data");

@@ -65,6 +65,8 @@ void mock_auto(int sends, int cancels);
 void mock_fail_wait(int err);
 /* The next recv() call fails with err (a negative errno) without arming anything. */
 void mock_fail_recv(int err);
+/* The next timer() call fails with err (a negative errno) without arming anything. */
+void mock_fail_timer(int err);
 /* Write the bytes of completed sends to the fd (default on). */
 void mock_wire(int on);
 

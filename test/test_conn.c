@@ -119,6 +119,23 @@ static void find_only(ug_server *s, void *user) {
     l->found = ug_req_find(s, l->id) != NULL;
 }
 
+/* Defers; its cancel callback answers the request whose id is in g_answer_id (from inside
+ * another connection's completion). */
+static uint64_t g_answer_id;
+
+static void on_cancel_answer(ug_request *req, ug_cancel_reason why, void *user) {
+    (void)why;
+    (void)user;
+    ug_request *other = ug_req_find(ug_req_server(req), g_answer_id);
+    if (other) ug_resp_send(other, 200, "text/plain", "answered", 8);
+}
+
+static ug_handler_result h_defer_answer(ug_request *req, void *user) {
+    (void)user;
+    ug_req_on_cancel(req, on_cancel_answer, NULL);
+    return UG_LATER;
+}
+
 /* ---------------------------------------------------------------- fixture ---- */
 
 static int start_cfg(ug_config *cfg) {
@@ -135,6 +152,7 @@ static int start_cfg(ug_config *cfg) {
     ug_route(srv, "GET", "/noresp", UG_ROUTE_EXACT, h_noresp, NULL);
     ug_route(srv, "GET", "/timer", UG_ROUTE_EXACT, h_timer, NULL);
     ug_route(srv, "GET", "/slow", UG_ROUTE_EXACT, h_slow, NULL);
+    ug_route(srv, "GET", "/defer-answer", UG_ROUTE_EXACT, h_defer_answer, NULL);
     ug_route(srv, NULL, "/", UG_ROUTE_PREFIX, h_echo, NULL);
     mock_run(srv);
     return 0;
@@ -1141,8 +1159,17 @@ static void test_wait_failure_ends_run(void) {
     mock_conn_close(&cn);
 }
 
+/* The parked-input pause (a deferred request, 70 KiB pipelined behind it); the output
+ * bound is raised so that only the parked input pauses reading. */
+static void start_big_output(void) {
+    ug_config cfg;
+    mock_base_cfg(&cfg);
+    cfg.max_output_bytes = 1u << 20;
+    CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
+}
+
 static void test_paused_recv_resumes(void) {
-    start();
+    start_big_output();
     mock_wire(0);
     CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
     mock_recv_str(cn.recv_ud, GET_DEFER, UG__CF_MORE);
@@ -1163,7 +1190,9 @@ static void test_paused_recv_resumes(void) {
     CU_ASSERT_EQUAL(mock_on_loop(srv, respond_late, &l), 0);
     CU_ASSERT_EQUAL(l.rc, 0);
     CU_ASSERT_EQUAL(g.handled, (int)n);
-    CU_ASSERT_EQUAL(mock_count(MK_RECV, cn.fd, from), 1); /* reading resumes */
+    /* Reading resumes once the responses are sent (the output bound's low-water mark). */
+    for (int i = 0; i < 8 && mock_complete_send(cn.fd, MOCK_ALL); i++) mock_sync();
+    CU_ASSERT_EQUAL(mock_count(MK_RECV, cn.fd, from), 1);
     finish();
 }
 
@@ -1172,7 +1201,7 @@ static void test_paused_recv_resumes(void) {
  * the final completion only clears RECV_ARMED and returns: nothing re-arms the recv, the connection
  * never reads again (until the idle timeout closes it). */
 static void test_paused_recv_resumes_after_late_cancel(void) {
-    start();
+    start_big_output();
     mock_wire(0);
     CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
     mock_recv_str(cn.recv_ud, GET_DEFER, UG__CF_MORE);
@@ -1509,6 +1538,160 @@ static void test_post_racing_the_end_of_run(void) {
     CU_ASSERT_EQUAL(lost, 0);
 }
 
+/* ---------------------------------------------------------------- hardening ---- */
+
+/* Regression: a deferred request answered inside a completion batch (here by another
+ * connection's cancel callback) while more bytes for its connection arrive in the same batch:
+ * the new bytes went into the input ahead of the older parked ones, so the responses came
+ * out of order. */
+static void test_parked_input_keeps_order(void) {
+    start();
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    CU_ASSERT_FATAL(mock_accept(&cn2, UG__CF_MORE) == 0);
+    unsigned from = mock_nops();
+    mock_recv_str(cn.recv_ud, GET_DEFER, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    g_answer_id = g.id;
+    mock_recv_str(cn.recv_ud, GET_A, UG__CF_MORE); /* parked behind the deferred request */
+    mock_recv_str(cn2.recv_ud, "GET /defer-answer HTTP/1.1\r\nHost: t\r\n\r\n", UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(mock_count(MK_SEND, cn.fd, from), 0);
+    mock_hold();
+    mock_complete(cn2.recv_ud, -ECONNRESET, 0);    /* its cancel answers cn's request... */
+    mock_recv_str(cn.recv_ud, GET_B, UG__CF_MORE); /* ... and cn's next bytes arrive */
+    mock_release();
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    const char *bodies[] = {"answered", "/a", "/b"};
+    assert_responses(mock_last(MK_SEND, cn.fd, from), 3, bodies);
+    finish();
+}
+
+/* Regression: the header timeout was judged before the batch's input was parsed, so a request
+ * whose last header bytes arrived in the batch in which its deadline passed got 408. Here the
+ * loop is busy (another connection's slow handler) past the deadline while the bytes wait. */
+static void test_request_completed_in_time_not_408(void) {
+    ug_config cfg;
+    mock_base_cfg(&cfg);
+    cfg.read_header_timeout_ms = 150;
+    CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
+    mock_auto(1, 1);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    CU_ASSERT_FATAL(mock_accept(&cn2, UG__CF_MORE) == 0);
+    unsigned from = mock_nops();
+    mock_recv_str(cn.recv_ud, "GET /hello HTTP/1.1\r\nHo", UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    mock_recv_str(cn2.recv_ud, "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n", UG__CF_MORE);
+    usleep(100000); /* the loop is inside the slow handler (300 ms) */
+    mock_recv_str(cn.recv_ud, "st: t\r\n\r\n", UG__CF_MORE); /* in time, read late */
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    mock_op *s = mock_last(MK_SEND, cn.fd, from);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    mock_resp r;
+    CU_ASSERT(mock_parse_resp(s->data, s->len, 0, 0, &r) > 0);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(r.body, "/hello");
+    mock_resp_free(&r);
+    ug_stats st;
+    mock_stats(srv, &st);
+    CU_ASSERT_EQUAL(st.timeouts_read_header, 0);
+    finish();
+}
+
+/* Output backpressure on the state machine: past max_output_bytes of unsent responses the
+ * pipelined requests are no longer parsed and the recv is cancelled; at a quarter of it
+ * parsing goes on and the recv is re-armed. */
+static void test_output_bound_pauses_and_resumes(void) {
+    ug_config cfg;
+    mock_base_cfg(&cfg);
+    cfg.max_output_bytes = 4096;
+    CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
+    mock_wire(0);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    enum { N = 200 };
+    size_t len = N * (sizeof GET_A - 1);
+    char *many = malloc(len);
+    CU_ASSERT_FATAL(many != NULL);
+    for (size_t i = 0; i < N; i++) memcpy(many + i * (sizeof GET_A - 1), GET_A, sizeof GET_A - 1);
+    mock_recv(cn.recv_ud, many, len, UG__CF_MORE);
+    free(many);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT(g.handled > 0 && g.handled < N); /* parsing stopped at the bound */
+    CU_ASSERT_EQUAL(mock_cancels_of(cn.recv_ud), 1);
+    mock_complete(cn.recv_ud, -ECANCELED, 0);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT(mock_fd_open(&cn));
+    ug_stats st;
+    mock_stats(srv, &st);
+    CU_ASSERT_EQUAL(st.output_pauses, 1);
+    /* The client reads: every send completes; all requests get answered, reading resumes. */
+    unsigned from = mock_nops();
+    for (int i = 0; i < 4 * N && mock_complete_send(cn.fd, MOCK_ALL); i++) mock_sync();
+    CU_ASSERT_EQUAL(g.handled, N);
+    CU_ASSERT_EQUAL(mock_count(MK_RECV, cn.fd, from), 1);
+    finish();
+}
+
+/* Allocation failures (ugate_fi's hook): the connection that cannot get memory ends,
+ * counted; others are unaffected. */
+static int g_fail_allocs;
+
+static int fail_alloc_hook(size_t size) {
+    (void)size;
+    return __atomic_load_n(&g_fail_allocs, __ATOMIC_SEQ_CST);
+}
+
+static void test_enomem_ends_the_connection(void) {
+    start();
+    mock_auto(1, 1);
+    ug__fault_alloc_hook = fail_alloc_hook;
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    CU_ASSERT_FATAL(mock_accept(&cn2, UG__CF_MORE) == 0);
+    __atomic_store_n(&g_fail_allocs, 1, __ATOMIC_SEQ_CST);
+    mock_recv_str(cn.recv_ud, GET_HELLO, UG__CF_MORE); /* needs a context: none */
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    __atomic_store_n(&g_fail_allocs, 0, __ATOMIC_SEQ_CST);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT(!mock_fd_open(&cn));
+    unsigned from = mock_nops();
+    mock_recv_str(cn2.recv_ud, GET_HELLO, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(mock_count(MK_SEND, cn2.fd, from), 1);
+    ug_stats st;
+    mock_stats(srv, &st);
+    CU_ASSERT_EQUAL(st.conns_failed, 1);
+    ug__fault_alloc_hook = NULL;
+    finish();
+}
+
+/* With every allocation failing and the backend refusing the deadline timer, a shutdown still
+ * closes the gate, drains, and ends at the deadline: what it needs was reserved at create. */
+static void test_shutdown_without_memory(void) {
+    start();
+    mock_auto(1, 1);
+    ug__fault_alloc_hook = fail_alloc_hook;
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    mock_recv_str(cn.recv_ud, GET_DEFER, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(g.deferred, 1);
+    __atomic_store_n(&g_fail_allocs, 1, __ATOMIC_SEQ_CST);
+    mock_fail_timer(-ENOMEM);
+    ug_shutdown_opts o = {.drain_timeout_ms = 100};
+    CU_ASSERT_EQUAL(ug_server_shutdown(srv, &o), 0);
+    uint64_t t0 = tu_now_ms();
+    ug_report rep;
+    int rc = mock_join(&rep); /* gives up (and fails the program) after 5 s */
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT(tu_now_ms() - t0 < 3000);
+    CU_ASSERT_EQUAL(g.cancels, 1);
+    CU_ASSERT_EQUAL(g.why, UG_CANCEL_DEADLINE);
+    CU_ASSERT_EQUAL(rep.requests_forced, 1);
+    CU_ASSERT(mock_log_has("drain deadline timer refused"));
+    __atomic_store_n(&g_fail_allocs, 0, __ATOMIC_SEQ_CST);
+    ug__fault_alloc_hook = NULL;
+    finish();
+}
+
 static void register_suites(void) {
     CU_pSuite s = CU_add_suite("conn", NULL, NULL);
     CU_add_test(s, "one GET, one send", test_one_get_one_send);
@@ -1568,6 +1751,15 @@ static void register_suites(void) {
     CU_add_test(s, "a post racing the end of the run never runs", test_post_racing_the_end_of_run);
     CU_add_test(s, "deferred request + EOF uses a freed context",
                 test_deferred_eof_uses_freed_context);
+    CU_add_test(s, "parked input keeps its order when answered within a batch",
+                test_parked_input_keeps_order);
+    CU_add_test(s, "a request completed in the batch of its deadline: not 408",
+                test_request_completed_in_time_not_408);
+    CU_add_test(s, "output bound: parsing and reading pause, then resume",
+                test_output_bound_pauses_and_resumes);
+    CU_add_test(s, "out of memory ends the connection, counted", test_enomem_ends_the_connection);
+    CU_add_test(s, "shutdown without memory still ends at the deadline",
+                test_shutdown_without_memory);
 }
 
 int main(void) {
