@@ -122,13 +122,13 @@ static void hw_status_line(head_writer *w, int status) {
 
 /* Whether this response must end the connection; sets CLOSE_AFTER when it does. In lame
  * duck every response says close, so load balancers move the client elsewhere. During a
- * drain the pipelined requests already received are all answered: only the response to the
- * last one buffered says close. */
+ * drain, and after the client's EOF, the pipelined requests already received are all
+ * answered: only the response to the last one buffered says close. */
 static int must_close(struct ug_request *req) {
     ug__conn *c = req->conn;
-    int close_it = !req->keep_alive || (c->flags & (UG_CF_CLOSE_AFTER | UG_CF_PEER_EOF)) ||
+    int close_it = !req->keep_alive || (c->flags & UG_CF_CLOSE_AFTER) ||
                    atomic_load_explicit(&req->srv->gate, memory_order_relaxed) == UG_GATE_LAME_DUCK;
-    if (!close_it && (c->flags & UG_CF_DRAIN))
+    if (!close_it && (c->flags & (UG_CF_DRAIN | UG_CF_PEER_EOF)))
         close_it = req->in.len - req->in_off <= req->http.consumed && req->parked.len == 0;
     if (close_it) c->flags |= UG_CF_CLOSE_AFTER;
     return close_it;

@@ -1692,6 +1692,32 @@ static void test_shutdown_without_memory(void) {
     finish();
 }
 
+/* Three pipelined requests and the client's EOF in one batch: all three are answered (the
+ * EOF made the first response say close and the other two were dropped). */
+static void test_pipeline_then_eof_all_answered(void) {
+    start();
+    mock_auto(1, 1);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    unsigned from = mock_nops();
+    mock_hold();
+    mock_recv_str(cn.recv_ud,
+                  "GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /c HTTP/1.1\r\nHost: t\r\n\r\n",
+                  UG__CF_MORE);
+    mock_complete(cn.recv_ud, 0, 0);
+    mock_release();
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    mock_op *s = mock_last(MK_SEND, cn.fd, from);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    const char *bodies[] = {"/a", "/b", "/c"};
+    assert_responses(s, 3, bodies);
+    mock_resp r;
+    long n1 = mock_parse_resp(s->data, s->len, 0, 0, &r);
+    CU_ASSERT(n1 > 0 && mock_resp_header(&r, "Connection") == NULL);
+    mock_resp_free(&r);
+    finish();
+}
+
 static void register_suites(void) {
     CU_pSuite s = CU_add_suite("conn", NULL, NULL);
     CU_add_test(s, "one GET, one send", test_one_get_one_send);
@@ -1760,6 +1786,8 @@ static void register_suites(void) {
     CU_add_test(s, "out of memory ends the connection, counted", test_enomem_ends_the_connection);
     CU_add_test(s, "shutdown without memory still ends at the deadline",
                 test_shutdown_without_memory);
+    CU_add_test(s, "pipelined requests then EOF: all answered",
+                test_pipeline_then_eof_all_answered);
 }
 
 int main(void) {
