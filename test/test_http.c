@@ -261,10 +261,33 @@ static const vcase valid[] = {
     {"chunked, empty body",
      "POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "POST", "/e",
      "/e", NULL, H("Host", "a", "Transfer-Encoding", "chunked"), "", KA | CH | HB, 1, 0, "a"},
+    /* chunk extensions (RFC 9112 7.1.1): every accepted form, each on its own */
+    {"chunk-ext: name only", CHUNKED_HEAD "2;a\r\nxx\r\n0\r\n\r\n", "POST", "/", "/", NULL,
+     CHUNKED_HDRS, "xx", KA | CH | HB, 1, 0, "a"},
+    {"chunk-ext: name=token", CHUNKED_HEAD "2;a=b\r\nxx\r\n0\r\n\r\n", "POST", "/", "/", NULL,
+     CHUNKED_HDRS, "xx", KA | CH | HB, 1, 0, "a"},
+    {"chunk-ext: BWS around ; and =", CHUNKED_HEAD "2 ; a = b\r\nxx\r\n0\r\n\r\n", "POST", "/", "/",
+     NULL, CHUNKED_HDRS, "xx", KA | CH | HB, 1, 0, "a"},
+    {"chunk-ext: BWS as tabs", CHUNKED_HEAD "2\t;\ta\t=\tb\r\nxx\r\n0\r\n\r\n", "POST", "/", "/",
+     NULL, CHUNKED_HDRS, "xx", KA | CH | HB, 1, 0, "a"},
+    {"chunk-ext: quoted-string with quoted-pairs",
+     CHUNKED_HEAD "2;a=\"q \\\"x\\\" y\"\r\nxx\r\n0\r\n\r\n", "POST", "/", "/", NULL, CHUNKED_HDRS,
+     "xx", KA | CH | HB, 1, 0, "a"},
+    {"chunk-ext: quoted-string with HTAB, obs-text and a quoted ;",
+     CHUNKED_HEAD "2;a=\"\tx\x80;\\;\"\r\nxx\r\n0\r\n\r\n", "POST", "/", "/", NULL, CHUNKED_HDRS,
+     "xx", KA | CH | HB, 1, 0, "a"},
+    {"chunk-ext: several", CHUNKED_HEAD "2;a;b=c;d=\"e\" ;f\r\nxx\r\n0\r\n\r\n", "POST", "/", "/",
+     NULL, CHUNKED_HDRS, "xx", KA | CH | HB, 1, 0, "a"},
+    {"chunk-ext: on the last chunk", CHUNKED_HEAD "2\r\nxx\r\n0;a=b;c=\"d\"\r\n\r\n", "POST", "/",
+     "/", NULL, CHUNKED_HDRS, "xx", KA | CH | HB, 1, 0, "a"},
+    {"chunk-ext: on the only chunk, and a trailer", CHUNKED_HEAD "0;a\r\nT:\tx y\r\n\r\n", "POST",
+     "/", "/", NULL, CHUNKED_HDRS, "", KA | CH | HB, 1, 0, "a"},
     {"http/1.0", "GET /old HTTP/1.0\r\nHost: a\r\n\r\n", "GET", "/old", "/old", NULL,
      H("Host", "a"), "", 0, 0, 0, "a"},
     {"http/1.0 keep-alive", "GET /old HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", "GET", "/old",
      "/old", NULL, H("Connection", "Keep-Alive"), "", KA, 0, 0, NULL},
+    {"http/1.0 without Host", "GET / HTTP/1.0\r\n\r\n", "GET", "/", "/", NULL, NOH, "", 0, 0, 0,
+     NULL},
     {"connection close", "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "GET", "/", "/",
      NULL, H("Host", "a", "Connection", "close"), "", 0, 1, 0, "a"},
     {"expect 100-continue",
@@ -290,12 +313,39 @@ static const vcase valid[] = {
     {"absolute-form", "GET http://example.com:8080/a/b?c=d HTTP/1.1\r\nHost: example.com\r\n\r\n",
      "GET", "http://example.com:8080/a/b?c=d", "/a/b", "c=d", H("Host", "example.com"), "", KA, 1,
      0, "example.com:8080"},
+    {"absolute-form, authority other than Host",
+     "GET http://other.example:81/p?q HTTP/1.1\r\nHost: a\r\n\r\n", "GET",
+     "http://other.example:81/p?q", "/p", "q", H("Host", "a"), "", KA, 1, 0, "other.example:81"},
     {"absolute-form, no path", "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",
      "GET", "http://example.com", "", NULL, H("Host", "example.com"), "", KA, 1, 0, "example.com"},
     {"absolute-form, query only", "GET https://h?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", "GET",
      "https://h?x=1", "", "x=1", H("Host", "h"), "", KA, 1, 0, "h"},
+    {"absolute-form, IP-literal", "GET http://[::1]:8080/x HTTP/1.1\r\nHost: a\r\n\r\n", "GET",
+     "http://[::1]:8080/x", "/x", NULL, H("Host", "a"), "", KA, 1, 0, "[::1]:8080"},
+    {"absolute-form, HTTP/1.0 without Host", "GET http://h.example/x HTTP/1.0\r\n\r\n", "GET",
+     "http://h.example/x", "/x", NULL, NOH, "", 0, 0, 0, "h.example"},
     {"asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "OPTIONS", "*", "*", NULL,
      H("Host", "a"), "", KA, 1, 0, "a"},
+    /* Host values (RFC 9112 3.2: uri-host [ ":" port ]); authority = the trimmed value */
+    {"Host: reg-name and port", "GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", "GET", "/", "/",
+     NULL, H("Host", "example.com:8080"), "", KA, 1, 0, "example.com:8080"},
+    {"Host: IP-literal and port", "GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", "GET", "/", "/", NULL,
+     H("Host", "[::1]:80"), "", KA, 1, 0, "[::1]:80"},
+    {"Host: IPv4", "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "GET", "/", "/", NULL,
+     H("Host", "127.0.0.1"), "", KA, 1, 0, "127.0.0.1"},
+    {"Host: empty", "GET / HTTP/1.1\r\nHost:\r\n\r\n", "GET", "/", "/", NULL, H("Host", ""), "", KA,
+     1, 0, ""},
+    {"Host: only whitespace", "GET / HTTP/1.1\r\nHost: \t \r\n\r\n", "GET", "/", "/", NULL,
+     H("Host", ""), "", KA, 1, 0, ""},
+    {"Host: trimmed", "GET / HTTP/1.1\r\nHost: \t example.com \t\r\n\r\n", "GET", "/", "/", NULL,
+     H("Host", "example.com"), "", KA, 1, 0, "example.com"},
+    {"Host: empty port", "GET / HTTP/1.1\r\nHost: a:\r\n\r\n", "GET", "/", "/", NULL,
+     H("Host", "a:"), "", KA, 1, 0, "a:"},
+    {"Host: pct-encoded, sub-delims, unreserved",
+     "GET / HTTP/1.1\r\nhOST: a%41b!$&'()*+,;=-._~\r\n\r\n", "GET", "/", "/", NULL,
+     H("hOST", "a%41b!$&'()*+,;=-._~"), "", KA, 1, 0, "a%41b!$&'()*+,;=-._~"},
+    {"Host: not first", "GET / HTTP/1.1\r\nX: 1\r\nHost: h\r\nY: 2\r\n\r\n", "GET", "/", "/", NULL,
+     H("X", "1", "Host", "h", "Y", "2"), "", KA, 1, 0, "h"},
     {"value trimming",
      "GET / HTTP/1.1\r\nHost: a\r\nX-A:   spaced  value \t \r\nX-Empty:\r\nX-Sp:   "
      "\r\nX-B:\tv\r\n\r\n",
@@ -575,6 +625,10 @@ typedef struct ecase {
 
 #define LIT(s) s, sizeof(s) - 1
 
+/* A request smuggling shape: "2;\n" is a chunk-size line only to a parser that takes a bare
+ * LF for CRLF (and an empty extension); then "45" frames the rest differently again. */
+#define SMUGGLE CHUNKED_HEAD "2;\nxx\r\n45\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+
 static const ecase errors[] = {
     /* malformed → 400 */
     {"no colon", "GET / HTTP/1.1\r\nHost: a\r\nX x\r\n\r\n", 0, 400},
@@ -621,8 +675,157 @@ static const ecase errors[] = {
     {"only chunk, CR without LF", CHUNKED_HEAD "0\rQ\r\n", 0, 400},
     {"trailer, CR without LF", CHUNKED_HEAD "0\r\nT:\rXU: v\r\n\r\n", 0, 400},
     {"trailers end, CR without LF", CHUNKED_HEAD "0\r\nT: x\r\n\rX", 0, 400},
+    /* chunk lines: the smuggling shape (a lenient parser takes "2;\n" as a chunk-size line
+     * and the 0x45 chunk swallows the next request, or the other way round) */
+    {"smuggling: chunk-ext ended by bare LF", SMUGGLE, 0, 400},
+    {"chunk-ext: NUL in the name", LIT(CHUNKED_HEAD "2;a\0b\r\nxx\r\n0\r\n\r\n"), 400},
+    {"chunk-ext: NUL in the value", LIT(CHUNKED_HEAD "2;a=b\0\r\nxx\r\n0\r\n\r\n"), 400},
+    {"chunk-ext: NUL in a quoted value", LIT(CHUNKED_HEAD "2;a=\"b\0\"\r\nxx\r\n0\r\n\r\n"), 400},
+    {"chunk-ext: NUL after ;", LIT(CHUNKED_HEAD "2;\0\r\nxx\r\n0\r\n\r\n"), 400},
+    {"chunk-ext: control byte", CHUNKED_HEAD "2;a=\x01\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: ESC after ;", CHUNKED_HEAD "2;\x1b\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: DEL", CHUNKED_HEAD "2;a\x7f\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: control byte in a quoted value", CHUNKED_HEAD "2;a=\"x\x01y\"\r\nxx\r\n0\r\n\r\n",
+     0, 400},
+    {"chunk-ext: control byte in a quoted-pair", CHUNKED_HEAD "2;a=\"x\\\x01y\"\r\nxx\r\n0\r\n\r\n",
+     0, 400},
+    {"chunk-ext: DEL in a quoted value", CHUNKED_HEAD "2;a=\"\x7f\"\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: bare CR", CHUNKED_HEAD "2;a\rb\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: bare CR in a quoted value", CHUNKED_HEAD "2;a=\"x\ry\"\r\nxx\r\n0\r\n\r\n", 0,
+     400},
+    {"chunk-ext: bare LF", CHUNKED_HEAD "2;a\nb\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: bare LF in a quoted value", CHUNKED_HEAD "2;a=\"x\ny\"\r\nxx\r\n0\r\n\r\n", 0,
+     400},
+    {"chunk-ext: bare LF on the last chunk", CHUNKED_HEAD "2\r\nxx\r\n0;a\n\r\n", 0, 400},
+    {"chunk-ext: bare CR on the last chunk", CHUNKED_HEAD "2\r\nxx\r\n0;a\rb\r\n\r\n", 0, 400},
+    {"chunk-ext: lone ;", CHUNKED_HEAD "2;\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: empty name", CHUNKED_HEAD "2;=b\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: ;;", CHUNKED_HEAD "2;a;;b\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: = without a value", CHUNKED_HEAD "2;a=\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: unterminated quoted value", CHUNKED_HEAD "2;a=\"b\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: bytes after a quoted value", CHUNKED_HEAD "2;a=\"b\"c\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: no ;", CHUNKED_HEAD "2 a\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: whitespace at the end", CHUNKED_HEAD "2;a \r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk-ext: two values", CHUNKED_HEAD "2;a=b=c\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk size: whitespace at the end", CHUNKED_HEAD "2 \r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk size: 0x prefix", CHUNKED_HEAD "0x2\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk size: leading whitespace", CHUNKED_HEAD " 2\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk size: empty line", CHUNKED_HEAD "\r\n2\r\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk size line ended by bare LF", CHUNKED_HEAD "2\nxx\r\n0\r\n\r\n", 0, 400},
+    {"chunk data followed by bare LF", CHUNKED_HEAD "2\r\nxx\n0\r\n\r\n", 0, 400},
+    {"last chunk ended by bare LF", CHUNKED_HEAD "2\r\nxx\r\n0\n\r\n", 0, 400},
+    /* trailer section */
+    {"trailers: empty, ended by bare LF", CHUNKED_HEAD "2\r\nxx\r\n0\r\n\n", 0, 400},
+    {"trailers: ended by bare LF", CHUNKED_HEAD "2\r\nxx\r\n0\r\nT: x\r\n\n", 0, 400},
+    {"trailers: line ended by bare LF", CHUNKED_HEAD "2\r\nxx\r\n0\r\nT: x\nU: y\r\n\r\n", 0, 400},
+    {"trailers: line ended by bare CR", CHUNKED_HEAD "2\r\nxx\r\n0\r\nT: x\rU: y\r\n\r\n", 0, 400},
+    {"trailers: obs-fold", CHUNKED_HEAD "2\r\nxx\r\n0\r\nT: x\r\n y\r\n\r\n", 0, 400},
+    {"trailers: obs-fold with tab", CHUNKED_HEAD "2\r\nxx\r\n0\r\nT: x\r\n\ty\r\n\r\n", 0, 400},
+    {"trailers: obs-fold with an empty first line", CHUNKED_HEAD "0\r\nT:\r\n y\r\n\r\n", 0, 400},
+    {"trailers: whitespace before the first line", CHUNKED_HEAD "0\r\n T: x\r\n\r\n", 0, 400},
+    {"trailers: no colon", CHUNKED_HEAD "2\r\nxx\r\n0\r\nT x\r\n\r\n", 0, 400},
+    {"trailers: a lone token", CHUNKED_HEAD "0\r\nTx\r\n\r\n", 0, 400},
+    {"trailers: space before colon", CHUNKED_HEAD "0\r\nT : x\r\n\r\n", 0, 400},
+    {"trailers: empty name", CHUNKED_HEAD "0\r\n: x\r\n\r\n", 0, 400},
+    {"trailers: control byte in a value", CHUNKED_HEAD "0\r\nT: a\x01b\r\n\r\n", 0, 400},
+    {"trailers: NUL in a value", LIT(CHUNKED_HEAD "0\r\nT: a\0b\r\n\r\n"), 400},
+    {"trailers: DEL in a name", CHUNKED_HEAD "0\r\nT\x7f: a\r\n\r\n", 0, 400},
+    /* obs-fold in any position of the head, whitespace before the first field line */
+    {"obs-fold: Transfer-Encoding with an empty first line",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n", 0, 400},
+    {"obs-fold: Host with an empty first line", "GET / HTTP/1.1\r\nHost:\r\n evil\r\n\r\n", 0, 400},
+    {"obs-fold: Content-Length with an empty first line",
+     "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n 3\r\n\r\nabc", 0, 400},
+    {"obs-fold: Host continued", "GET / HTTP/1.1\r\nHost: a\r\n evil\r\n\r\n", 0, 400},
+    {"obs-fold: Transfer-Encoding continued",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n , identity\r\n\r\n0\r\n\r\n", 0,
+     400},
+    {"obs-fold: in the middle of a value",
+     "GET / HTTP/1.1\r\nHost: a\r\nX: a b\r\n c d\r\nY: e\r\n\r\n", 0, 400},
+    {"obs-fold: twice", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\tc\r\n\r\n", 0, 400},
+    {"obs-fold: a line of whitespace", "GET / HTTP/1.1\r\nHost: a\r\n \r\n\r\n", 0, 400},
+    {"obs-fold: HTTP/1.0", "GET / HTTP/1.0\r\nX: a\r\n b\r\n\r\n", 0, 400},
+    {"whitespace before the first field line", "GET / HTTP/1.1\r\n Host: a\r\n\r\n", 0, 400},
+    {"tab before the first field line", "GET / HTTP/1.1\r\n\tX: y\r\nHost: a\r\n\r\n", 0, 400},
+    {"whitespace before the first field line, TE",
+     "POST / HTTP/1.1\r\n Transfer-Encoding: chunked\r\nHost: a\r\n\r\n0\r\n\r\n", 0, 400},
+    {"whitespace before the first field line, HTTP/1.0", "GET / HTTP/1.0\r\n X: y\r\n\r\n", 0, 400},
+    /* bare CR, bare LF: every line of the head ends in CRLF */
+    {"request line ended by bare LF", "GET / HTTP/1.1\nHost: a\r\n\r\n", 0, 400},
+    {"request line ended by bare CR", "GET / HTTP/1.1\rHost: a\r\n\r\n", 0, 400},
+    {"request line ended by CR CR LF", "GET / HTTP/1.1\r\r\nHost: a\r\n\r\n", 0, 400},
+    {"bare CR in the method", "GE\rT / HTTP/1.1\r\nHost: a\r\n\r\n", 0, 400},
+    {"bare LF in the method", "GE\nT / HTTP/1.1\r\nHost: a\r\n\r\n", 0, 400},
+    {"bare CR in the target", "GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n", 0, 400},
+    {"bare LF in the target", "GET /a\nb HTTP/1.1\r\nHost: a\r\n\r\n", 0, 400},
+    {"bare CR before the version", "GET / \rHTTP/1.1\r\nHost: a\r\n\r\n", 0, 400},
+    {"bare LF before the version", "GET / \nHTTP/1.1\r\nHost: a\r\n\r\n", 0, 400},
+    {"bare CR in the version", "GET / HTTP/1.\r1\r\nHost: a\r\n\r\n", 0, 400},
+    {"bare LF before the request line", "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 0, 400},
+    {"bare CR before the request line", "\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", 0, 400},
+    {"header line ended by bare LF", "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 0, 400},
+    {"header line ended by bare CR", "GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", 0, 400},
+    {"header line ended by CR CR LF", "GET / HTTP/1.1\r\nHost: a\r\r\n\r\n", 0, 400},
+    {"bare CR in a header name", "GET / HTTP/1.1\r\nHost: a\r\nX\r: b\r\n\r\n", 0, 400},
+    {"bare LF in a header name", "GET / HTTP/1.1\r\nHost: a\r\nX\nY: b\r\n\r\n", 0, 400},
+    {"bare LF in a header value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\nb\r\n\r\n", 0, 400},
+    {"header section ended by bare LF", "GET / HTTP/1.1\r\nHost: a\r\n\n", 0, 400},
+    {"header section ended by CR CR LF", "GET / HTTP/1.1\r\nHost: a\r\n\r\r\n", 0, 400},
+    {"head of bare LFs, HTTP/1.0", "GET / HTTP/1.0\nX: a\n\n", 0, 400},
+    /* Host (RFC 9112 3.2) */
+    {"Host missing", "GET / HTTP/1.1\r\n\r\n", 0, 400},
+    {"Host missing, other fields", "GET / HTTP/1.1\r\nX: a\r\nHosts: a\r\n\r\n", 0, 400},
+    {"Host missing, HTTP/1.2", "GET / HTTP/1.2\r\n\r\n", 0, 400},
+    {"Host missing, absolute-form", "GET http://h/ HTTP/1.1\r\n\r\n", 0, 400},
+    {"Host missing, body", "POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab", 0, 400},
+    {"Host missing, chunked", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 0,
+     400},
+    {"Host only in the trailers",
+     "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nHost: a\r\n\r\n", 0, 400},
+    {"two Host, same value", "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 0, 400},
+    {"two Host, different values", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 0, 400},
+    {"two Host, apart, case differs", "GET / HTTP/1.1\r\nhost: a\r\nX: 1\r\nHOST: b\r\n\r\n", 0,
+     400},
+    {"two Host, one empty", "GET / HTTP/1.1\r\nHost:\r\nHost: a\r\n\r\n", 0, 400},
+    {"two Host, HTTP/1.0", "GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 0, 400},
+    {"two Host, HTTP/1.0, different values", "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 0,
+     400},
+    {"two Host, absolute-form", "GET http://h/ HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n", 0, 400},
+    {"Host: space inside", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 0, 400},
+    {"Host: tab inside", "GET / HTTP/1.1\r\nHost: a\tb\r\n\r\n", 0, 400},
+    {"Host: userinfo", "GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", 0, 400},
+    {"Host: userinfo with password", "GET / HTTP/1.1\r\nHost: u:p@b\r\n\r\n", 0, 400},
+    {"Host: unclosed IP-literal", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 0, 400},
+    {"Host: bytes after an IP-literal", "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", 0, 400},
+    {"Host: empty IP-literal", "GET / HTTP/1.1\r\nHost: []\r\n\r\n", 0, 400},
+    {"Host: bad byte in an IP-literal", "GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", 0, 400},
+    {"Host: port not digits", "GET / HTTP/1.1\r\nHost: x:port\r\n\r\n", 0, 400},
+    {"Host: two ports", "GET / HTTP/1.1\r\nHost: a:80:80\r\n\r\n", 0, 400},
+    {"Host: slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 0, 400},
+    {"Host: question mark", "GET / HTTP/1.1\r\nHost: a?b\r\n\r\n", 0, 400},
+    {"Host: hash", "GET / HTTP/1.1\r\nHost: a#b\r\n\r\n", 0, 400},
+    {"Host: bad pct-encoding", "GET / HTTP/1.1\r\nHost: %zz\r\n\r\n", 0, 400},
+    {"Host: truncated pct-encoding", "GET / HTTP/1.1\r\nHost: a%4\r\n\r\n", 0, 400},
+    {"Host: quote", "GET / HTTP/1.1\r\nHost: a\"b\r\n\r\n", 0, 400},
+    {"Host: non-ASCII", "GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n", 0, 400},
+    {"Host: control byte", "GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n", 0, 400},
+    {"Host: DEL", "GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n", 0, 400},
+    {"Host: NUL", LIT("GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n"), 400},
+    {"Host: invalid, HTTP/1.0", "GET / HTTP/1.0\r\nHost: a b\r\n\r\n", 0, 400},
+    {"Host: invalid, absolute-form", "GET http://h/ HTTP/1.1\r\nHost: a b\r\n\r\n", 0, 400},
+    /* absolute-form: no userinfo (RFC 9110 4.2.4), a valid scheme and authority */
+    {"absolute-form with userinfo", "GET http://u@h/ HTTP/1.1\r\nHost: h\r\n\r\n", 0, 400},
+    {"absolute-form with user and password", "GET http://u:p@h/p HTTP/1.1\r\nHost: h\r\n\r\n", 0,
+     400},
     {"absolute-form with userinfo, query only", "GET https://u@h?x=1 HTTP/1.1\r\nHost: h\r\n\r\n",
      0, 400},
+    {"absolute-form with userinfo, HTTP/1.0", "GET http://u@h/ HTTP/1.0\r\n\r\n", 0, 400},
+    {"absolute-form, scheme starts with a digit", "GET 1http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 0,
+     400},
+    {"absolute-form, no //", "GET http:h/ HTTP/1.1\r\nHost: h\r\n\r\n", 0, 400},
+    {"absolute-form, port not digits", "GET http://h:8x/ HTTP/1.1\r\nHost: h\r\n\r\n", 0, 400},
+    {"absolute-form, bad pct-encoding", "GET http://h%zz/ HTTP/1.1\r\nHost: h\r\n\r\n", 0, 400},
+    {"absolute-form, unclosed IP-literal", "GET http://[::1/ HTTP/1.1\r\nHost: h\r\n\r\n", 0, 400},
     /* framing conflicts and smuggling → 400 */
     {"CL + TE",
      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: "
@@ -939,6 +1142,116 @@ static void test_limit_body_chunked(void) {
     CU_ASSERT(X1.r.consumed <= X1.r.header_bytes + 2 * max + 65536);
 }
 
+/* ---- request smuggling ----------------------------------------------------------------- */
+
+/* Serve in as the connection does: requests one after the other (re-init and move base past
+ * each complete one) until an error, which closes the connection. bytewise: the bytes arrive
+ * one at a time. Returns the number of requests served; *status is the error's, 0 if none. */
+static int serve_until_error(const char *in, uint32_t n, int bytewise, int *status) {
+    static ug__http_header hdrs[MAXH];
+    ug__http_req r;
+    uint32_t have = 0, reqoff = 0;
+    int served = 0, in_req = 0;
+    char *buf = g_end;
+    *status = 0;
+    while (have < n) {
+        uint32_t next = bytewise ? have + 1 : n;
+        char *nb = g_end - next;
+        memmove(nb, buf, have);
+        memcpy(nb + have, in + have, next - have);
+        buf = nb;
+        have = next;
+        while (reqoff < have) {
+            if (!in_req) {
+                ug__http_req_init(&r, &LIM, hdrs);
+                in_req = 1;
+            }
+            int rc = ug__http_parse(&r, buf + reqoff, have - reqoff);
+            if (rc == UG_HTTP_HEADERS_DONE) continue;
+            if (rc == UG_HTTP_NEED_MORE) break;
+            if (rc == UG_HTTP_ERROR) {
+                *status = r.error_status;
+                return served;
+            }
+            served++;
+            reqoff += r.consumed;
+            in_req = 0;
+        }
+    }
+    return served;
+}
+
+/* The smuggling shape: refused with 400 the moment its bare LF arrives, before a byte of what
+ * follows is looked at, so that no second request is ever seen, however the bytes arrive. */
+static void test_smuggling(void) {
+    const char *in = SMUGGLE;
+    uint32_t n = (uint32_t)strlen(in);
+    uint32_t lf = (uint32_t)(strstr(in, "2;\n") - in) + 2;
+    int st = 0;
+    for (int bytewise = 0; bytewise <= 1; bytewise++) {
+        CU_ASSERT_EQUAL(serve_until_error(in, n, bytewise, &st), 0);
+        CU_ASSERT_EQUAL(st, 400);
+    }
+    CU_ASSERT_EQUAL(error_at(&LIM, in, n, &st), lf + 1);
+    CU_ASSERT_EQUAL(st, 400);
+    drive(&X1, &LIM, in, n, 0, 0);
+    CU_ASSERT_EQUAL(X1.rc, UG_HTTP_ERROR);
+    CU_ASSERT_EQUAL(X1.r.error_status, 400);
+    CU_ASSERT(X1.r.consumed <= lf);
+    CU_ASSERT_EQUAL(all_modes_agree(&LIM, in, n, "smuggling shape"), 0);
+    /* The same bytes with CRLF and a real extension frame one 2-byte chunk, then the 0x45
+     * chunk: a single request that is still waiting for its body. Nothing is served. */
+    const char *crlf = CHUNKED_HEAD "2;e\r\nxx\r\n45\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: "
+                                    "a\r\n\r\n";
+    CU_ASSERT_EQUAL(serve_until_error(crlf, (uint32_t)strlen(crlf), 0, &st), 0);
+    CU_ASSERT_EQUAL(st, 0);
+    /* And a well-framed pipeline behind a chunked body is served as two requests. */
+    const char *two = CHUNKED_HEAD "2;e\r\nxx\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (int bytewise = 0; bytewise <= 1; bytewise++) {
+        CU_ASSERT_EQUAL(serve_until_error(two, (uint32_t)strlen(two), bytewise, &st), 2);
+        CU_ASSERT_EQUAL(st, 0);
+    }
+}
+
+/* A bad byte of the chunked framing is final the moment it arrives: the error comes with it
+ * (bytes fed one at a time), not when the line or the request would have ended. */
+static void test_chunked_error_at_once(void) {
+    static const struct {
+        const char *body;
+        const char *at; /* the bytes from the offending one on (their last occurrence) */
+    } cases[] = {
+        {"2;\nxx\r\n0\r\n\r\n", "\nxx"},              /* bare LF ending a chunk-size line */
+        {"2\nxx\r\n0\r\n\r\n", "\nxx"},               /* ... with no extension */
+        {"3\rXabc\r\n0\r\n\r\n", "Xabc"},             /* CR then not LF, in the size line */
+        {"2;a\rb\r\nxx\r\n0\r\n\r\n", "b\r\n"},       /* ... in an extension */
+        {"2;a=\"x\ry\"\r\nxx\r\n0\r\n\r\n", "y\""},   /* ... in a quoted extension value */
+        {"2\r\nxxY\r\n0\r\n\r\n", "Y\r\n"},           /* chunk data not followed by CR */
+        {"2\r\nxx\rZ0\r\n\r\n", "Z0"},                /* ... by CR then not LF */
+        {"2\r\nxx\n0\r\n\r\n", "\n0"},                /* ... by a bare LF */
+        {"2\r\nxx\r\n0\n\r\n", "\n\r\n"},             /* bare LF ending the last chunk */
+        {"2\r\nxx\r\n0\r\n\n", "\n"},                 /* ... ending the trailer section */
+        {"2\r\nxx\r\n0\r\nT: x\n\r\n", "\n\r\n"},     /* ... ending a trailer line */
+        {"2\r\nxx\r\n0\r\nT:\rXU: v\r\n\r\n", "XU"},  /* CR then not LF in a trailer */
+        {"2\r\nxx\r\n0\r\nT: x\r\n\rX\r\n", "X\r\n"}, /* ... in the trailers' end */
+    };
+    static char buf[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int n = snprintf(buf, sizeof buf, "%s%s", CHUNKED_HEAD, cases[i].body);
+        const char *hit = NULL;
+        for (const char *p = buf; (p = strstr(p, cases[i].at)) != NULL; p++) hit = p;
+        CU_ASSERT_PTR_NOT_NULL_FATAL(hit);
+        uint32_t want = (uint32_t)(hit - buf) + 1;
+        int st = 0;
+        uint32_t at = error_at(&LIM, buf, (uint32_t)n, &st);
+        if (at != want || st != 400)
+            fprintf(stderr, "\nchunked error #%zu: at %u status %d, want at %u status 400\n", i, at,
+                    st, want);
+        CU_ASSERT_EQUAL(at, want);
+        CU_ASSERT_EQUAL(st, 400);
+        CU_ASSERT_EQUAL(all_modes_agree(&LIM, buf, (uint32_t)n, "chunked error at once"), 0);
+    }
+}
+
 /* ---- behaviour details --------------------------------------------------------------- */
 
 /* HEADERS_DONE comes before any body byte is consumed, even when the body is there, and
@@ -1137,6 +1450,8 @@ static void register_suites(void) {
     CU_add_test(s, "two parsers interleaved", test_interleaved);
     CU_add_test(s, "error statuses", test_error_table);
     CU_add_test(s, "bare LF", test_bare_lf);
+    CU_add_test(s, "smuggling: chunk-ext ended by bare LF", test_smuggling);
+    CU_add_test(s, "chunked framing errors at the offending byte", test_chunked_error_at_once);
     CU_add_test(s, "limit: header bytes (431)", test_limit_header_bytes);
     CU_add_test(s, "limit: header count (431)", test_limit_header_count);
     CU_add_test(s, "limit: request-target (414)", test_limit_uri);
