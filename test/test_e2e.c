@@ -128,6 +128,12 @@ static void test_bad_inputs(void) {
          400},
         {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
          400},
+        {"GET / HTTP/1.1\r\n\r\n", 400},                       /* no Host */
+        {"GET / HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n", 400}, /* two */
+        {"GET / HTTP/1.1\r\nHost:\r\n t\r\n\r\n", 400},        /* obs-fold */
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "2;\nxx\r\n45\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+         400}, /* a chunk-size line ended by a bare LF */
     };
     int good = tu_connect(sc.port);
     CU_ASSERT_FATAL(good >= 0);
