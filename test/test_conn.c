@@ -281,7 +281,7 @@ static void test_request_split_over_recvs(void) {
     mock_recv_str(cn.recv_ud, "lit HTTP/1.1\r\nHo", UG__CF_MORE);
     CU_ASSERT_EQUAL(mock_sync(), 0);
     CU_ASSERT_EQUAL(mock_count(MK_SEND, -1, from), 0);
-    mock_recv_str(cn.recv_ud, "st: t\r\n\r\nGET /a HTTP/1.1\r\n", UG__CF_MORE);
+    mock_recv_str(cn.recv_ud, "st: t\r\n\r\nGET /a HTTP/1.1\r\nHost: t\r\n", UG__CF_MORE);
     CU_ASSERT_EQUAL(mock_sync(), 0);
     CU_ASSERT_EQUAL(mock_count(MK_SEND, -1, from), 1);
     const char *b1[] = {"/split"};
@@ -909,8 +909,10 @@ static void test_bad_request_400_and_close(void) {
     start();
     CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
     unsigned from = mock_nops();
-    mock_recv_str(cn.recv_ud, "GET / HTTP/1.1\r\nBad Header\r\n\r\nGET /a HTTP/1.1\r\n\r\n",
-                  UG__CF_MORE);
+    mock_recv_str(
+        cn.recv_ud,
+        "GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\nGET /a HTTP/1.1\r\nHost: t\r\n\r\n",
+        UG__CF_MORE);
     CU_ASSERT_EQUAL(mock_sync(), 0);
     CU_ASSERT_EQUAL(mock_count(MK_SEND, cn.fd, from), 1);
     mock_op *s = mock_last(MK_SEND, cn.fd, from);

@@ -107,7 +107,7 @@ static void test_bad_inputs(void) {
     memcpy(longuri, "GET /", 5);
     memset(longuri + 5, 'a', 4500);
     strcpy(longuri + 4505, " HTTP/1.1\r\nHost: t\r\n\r\n");
-    strcpy(bighdr, "GET / HTTP/1.1\r\nX-Big: ");
+    strcpy(bighdr, "GET / HTTP/1.1\r\nHost: t\r\nX-Big: ");
     size_t bl = strlen(bighdr);
     memset(bighdr + bl, 'b', 8500);
     strcpy(bighdr + bl + 8500, "\r\n\r\n");
@@ -115,17 +115,25 @@ static void test_bad_inputs(void) {
         const char *req;
         int status;
     } cases[] = {
-        {"GET / HTTX/1.1\r\n\r\n", 400},
-        {"BREW / HTTP/1.1\r\n\r\n", 501},
+        {"GET / HTTX/1.1\r\nHost: t\r\n\r\n", 400},
+        {"BREW / HTTP/1.1\r\nHost: t\r\n\r\n", 501},
         {"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n", 400},
         {longuri, 414},
         {bighdr, 431},
-        {"POST /echo HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", 413},
-        {"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
-        {"GET / HTTP/2.0\r\n\r\n", 505},
-        {"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n", 413},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+        {"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: "
+         "chunked\r\n\r\n0\r\n\r\n",
          400},
-        {"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+         400},
+        {"GET / HTTP/1.1\r\n\r\n", 400},                       /* no Host */
+        {"GET / HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n", 400}, /* two */
+        {"GET / HTTP/1.1\r\nHost:\r\n t\r\n\r\n", 400},        /* obs-fold */
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "2;\nxx\r\n45\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+         400}, /* a chunk-size line ended by a bare LF */
     };
     int good = tu_connect(sc.port);
     CU_ASSERT_FATAL(good >= 0);
@@ -157,19 +165,19 @@ static void test_echo_and_continue(void) {
     int fd = tu_connect(sc.port);
     CU_ASSERT_FATAL(fd >= 0);
     char body[128];
-    const char chunked[] = "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    const char chunked[] = "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                            "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, chunked, sizeof chunked - 1), 0);
     CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, NULL), 200);
     CU_ASSERT_STRING_EQUAL(body, "hello world");
     const char expect[] =
-        "POST /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, expect, sizeof expect - 1), 0);
     CU_ASSERT_EQUAL(tu_read_response(fd, NULL, 0, NULL), 100);
     CU_ASSERT_EQUAL(tu_send_all(fd, "ping", 4), 0);
     CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, NULL), 200);
     CU_ASSERT_STRING_EQUAL(body, "ping");
-    const char head[] = "HEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    const char head[] = "HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, head, sizeof head - 1), 0);
     const char *hdrs;
     /* HEAD: Content-Length 13 but no body; the next response must parse cleanly. */
@@ -204,21 +212,22 @@ static void test_late_and_forgotten(void) {
     CU_ASSERT_FATAL(fd >= 0);
     char body[64];
     uint64_t t0 = tu_now_ms();
-    const char late[] = "GET /late?ms=100 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    const char late[] =
+        "GET /late?ms=100 HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, late, sizeof late - 1), 0);
     CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, NULL), 200);
     CU_ASSERT_STRING_EQUAL(body, "late");
     CU_ASSERT(tu_now_ms() - t0 >= 95);
     CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, NULL), 200); /* pipelined after */
     CU_ASSERT_STRING_EQUAL(body, "Hello, World!");
-    const char forget[] = "GET /forget HTTP/1.1\r\n\r\n";
+    const char forget[] = "GET /forget HTTP/1.1\r\nHost: t\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, forget, sizeof forget - 1), 0);
     CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, NULL), 500);
     tu_forget(fd);
     close(fd);
     /* the client that goes away while its request waits: the cancel callback fires */
     fd = tu_connect(sc.port);
-    const char late2[] = "GET /late?ms=3000 HTTP/1.1\r\n\r\n";
+    const char late2[] = "GET /late?ms=3000 HTTP/1.1\r\nHost: t\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, late2, sizeof late2 - 1), 0);
     usleep(100 * 1000);
     close(fd);
@@ -238,7 +247,7 @@ static void test_reset_mid_response(void) {
         CU_ASSERT_FATAL(fd >= 0);
         int small = 4096;
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-        const char big[] = "GET /big HTTP/1.1\r\n\r\n";
+        const char big[] = "GET /big HTTP/1.1\r\nHost: t\r\n\r\n";
         CU_ASSERT_EQUAL(tu_send_all(fd, big, sizeof big - 1), 0);
         char tmp[1000];
         CU_ASSERT(tu_recv(fd, tmp, sizeof tmp, 0) > 0);
@@ -261,7 +270,7 @@ static void test_shutdown_drains(void) {
     srv_ctx sc;
     ts_start(&sc, NULL);
     int fd = tu_connect(sc.port);
-    const char late[] = "GET /late?ms=300 HTTP/1.1\r\n\r\n";
+    const char late[] = "GET /late?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, late, sizeof late - 1), 0);
     usleep(50 * 1000);
     ug_shutdown_opts o = {.drain_timeout_ms = 5000};

@@ -58,7 +58,7 @@ static void *client_main(void *arg) {
         }
         const char *req = GET_ROOT;
         size_t len = sizeof GET_ROOT - 1;
-        static const char slow[] = "GET /late?ms=150 HTTP/1.1\r\n\r\n";
+        static const char slow[] = "GET /late?ms=150 HTTP/1.1\r\nHost: t\r\n\r\n";
         if (cl->kind == SLOW) req = slow, len = sizeof slow - 1;
         if (tu_send_all(fd, req, len) < 0) { /* not delivered: a client may retry */
             tu_forget(fd);
@@ -217,7 +217,7 @@ static void test_immediate(void) {
     srv_ctx sc;
     ts_start(&sc, NULL);
     int fd = tu_connect(sc.port);
-    const char late[] = "GET /late?ms=5000 HTTP/1.1\r\n\r\n";
+    const char late[] = "GET /late?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, late, sizeof late - 1), 0);
     usleep(50 * 1000);
     uint64_t t0 = tu_now_ms();
@@ -238,7 +238,7 @@ static void test_graceful_then_immediate(void) {
     srv_ctx sc;
     ts_start(&sc, NULL);
     int fd = tu_connect(sc.port);
-    const char late[] = "GET /late?ms=5000 HTTP/1.1\r\n\r\n";
+    const char late[] = "GET /late?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(fd, late, sizeof late - 1), 0);
     usleep(50 * 1000);
     CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, NULL), 0);
@@ -260,7 +260,7 @@ static void test_deadline_precision(void) {
     int fds[3];
     for (int i = 0; i < 3; i++) {
         fds[i] = tu_connect(sc.port);
-        const char late[] = "GET /late?ms=10000 HTTP/1.1\r\n\r\n";
+        const char late[] = "GET /late?ms=10000 HTTP/1.1\r\nHost: t\r\n\r\n";
         CU_ASSERT_EQUAL(tu_send_all(fds[i], late, sizeof late - 1), 0);
     }
     usleep(50 * 1000);
@@ -386,7 +386,7 @@ static void test_accept_rearmed_after_overflow(void) {
     /* Block the loop, so that every handshake completes while it cannot reap: when it
      * enters the ring again, N accepts complete at once into a CQ of 16. */
     int blocker = tu_connect(sc.port);
-    static const char block[] = "GET /block?ms=300 HTTP/1.1\r\n\r\n";
+    static const char block[] = "GET /block?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n";
     CU_ASSERT_EQUAL(tu_send_all(blocker, block, sizeof block - 1), 0);
     usleep(50 * 1000);
     for (int i = 0; i < N; i++) fds[i] = tu_connect(sc.port);

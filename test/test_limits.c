@@ -125,7 +125,7 @@ static void test_slowloris_500(void) {
     static uint64_t t_conn[N], t_end[N];
     static struct pollfd pf[N];
     static int pidx[N];
-    static const char head[] = "GET / HTTP/1.1\r\nX-a: ";
+    static const char head[] = "GET / HTTP/1.1\r\nHost: t\r\nX-a: ";
     int connect_fail = 0;
     for (int i = 0; i < N; i++) {
         status[i] = got[i] = 0;

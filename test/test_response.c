@@ -435,7 +435,8 @@ static void test_http11_connection_close(void) {
     start(h_plain);
     size_t len;
     char *out = exchange(
-        "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\n\r\n", &len);
+        "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\n",
+        &len);
     mock_resp r;
     CU_ASSERT_FATAL(mock_parse_resp(out, len, 0, 0, &r) == (long)len); /* one response */
     CU_ASSERT(has_line(r.head, "Connection: close"));
