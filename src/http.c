@@ -30,7 +30,9 @@
  */
 #include "http.h"
 
+#include <arpa/inet.h>
 #include <http_parser.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -216,12 +218,32 @@ static int on_header_value(http_parser *hp, const char *at, size_t n) {
  *   IP-literal = "[" ( IPv6address / IPvFuture ) "]", checked for its alphabet only
  *   reg-name = *( unreserved / pct-encoded / sub-delims ); port = *DIGIT
  * No userinfo: RFC 9110 4.2.4 forbids it in http(s) URIs. May be empty. */
+static int ip_literal_ok(const char *p, uint32_t n) {
+    if (n && (p[0] == 'v' || p[0] == 'V')) { /* IPvFuture = "v" 1*HEXDIG "." 1*( unreserved /
+                                                 sub-delims / ":" ) */
+        uint32_t i = 1;
+        while (i < n && is_hex((unsigned char)p[i])) i++;
+        if (i == 1 || i == n || p[i] != '.' || i + 1 == n) return 0;
+        for (i++; i < n; i++) {
+            unsigned char ch = (unsigned char)p[i];
+            if (!is_alpha(ch) && !is_digit(ch) && !strchr("-._~!$&'()*+,;=:", ch)) return 0;
+        }
+        return 1;
+    }
+    char tmp[INET6_ADDRSTRLEN];
+    struct in6_addr a;
+    if (n >= sizeof tmp) return 0;
+    memcpy(tmp, p, n);
+    tmp[n] = 0;
+    return inet_pton(AF_INET6, tmp, &a) == 1;
+}
+
 static int authority_ok(const char *p, uint32_t n) {
     uint32_t i = 0;
     if (n && p[0] == '[') {
-        for (i = 1; i < n && p[i] != ']'; i++)
-            if (!is_hex((unsigned char)p[i]) && !strchr(":.vV", p[i])) return 0;
-        if (i == n || i == 1) return 0;
+        for (i = 1; i < n && p[i] != ']'; i++) {
+        }
+        if (i == n || !ip_literal_ok(p + 1, i - 1)) return 0;
         i++;
     } else {
         for (; i < n && p[i] != ':'; i++) {
@@ -264,7 +286,8 @@ static int split_target(ug__http_req *r, const char *base) {
         uint32_t as = i + 3;
         ps = as;
         while (ps < n && t[ps] != '/' && t[ps] != '?' && t[ps] != '#') ps++;
-        if (!authority_ok(t + as, ps - as)) return -1;
+        /* RFC 9110 4.2.1: an http(s) URI with an empty host is invalid. */
+        if (ps == as || t[as] == ':' || !authority_ok(t + as, ps - as)) return -1;
         r->authority.off = r->target.off + as;
         r->authority.len = ps - as;
         r->has_authority = 1;
@@ -426,22 +449,18 @@ static int parser_error(ug__http_req *r, enum http_errno e, const char *base, ui
     }
 }
 
-/* The complete head, b[0 .. n): every line ends in CRLF (no bare CR, no bare LF) and no line
+/* The head so far, b[0 .. n): every line ends in CRLF (no bare CR, no bare LF) and no line
  * after the first starts with SP or HTAB (obs-fold, RFC 9112 5.2; whitespace before the first
- * field line, 2.2). Every LF preceded by its own CR, and as many CRs as LFs, leaves no CR
- * that is not followed by LF. */
+ * field line, 2.2). A complete head ends in LF, so a CR at the very end is only possible in
+ * a head cut short by another error, where it is not yet wrong. */
 static const char *head_lines_bad(const char *b, uint32_t n) {
-    uint32_t cr = 0, lf = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (b[i] == '\r') {
-            cr++;
-        } else if (b[i] == '\n') {
-            if (i == 0 || b[i - 1] != '\r') return "bare LF in the head";
-            if (i + 1 < n && (b[i + 1] == ' ' || b[i + 1] == '\t')) return "obsolete line folding";
-            lf++;
-        }
+    for (const char *p = b, *e = b + n; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) {
+        if (p == b || p[-1] != '\r') return "bare LF in the head";
+        if (p + 1 < e && (p[1] == ' ' || p[1] == '\t')) return "obsolete line folding";
     }
-    return cr == lf ? NULL : "bare CR in the head";
+    for (const char *p = b, *e = b + n; (p = memchr(p, '\r', (size_t)(e - p))) != NULL; p++)
+        if (p + 1 < e && p[1] != '\n') return "bare CR in the head";
+    return NULL;
 }
 
 static int parse_head(ug__http_req *r, char *base, uint32_t len) {
@@ -469,6 +488,10 @@ static int parse_head(ug__http_req *r, char *base, uint32_t len) {
         return UG_HTTP_HEADERS_DONE;
     }
     if (e != HPE_OK) {
+        /* Whatever else is wrong, broken line framing is what the client is told: 400 (the
+         * same request then gets the same status however its bytes arrive). */
+        const char *bad = head_lines_bad(base, pos < end ? pos + 1 : end);
+        if (bad) return fail(r, 400, bad);
         if (r->phase_ == PH_ERROR) return UG_HTTP_ERROR; /* a callback's verdict */
         return parser_error(r, e, base, pos < end ? pos : end - 1);
     }
@@ -592,9 +615,13 @@ static int parse_body(ug__http_req *r, char *base, uint32_t len) {
         r->phase_ = PH_DONE;
         return UG_HTTP_DONE;
     }
-    /* Chunked: the raw bytes, framing included, are capped. */
-    uint64_t cap64 = (uint64_t)r->header_bytes + 2 * lim->max_body_bytes + CHUNK_SLACK;
-    uint32_t cap = cap64 < UINT32_MAX ? (uint32_t)cap64 : UINT32_MAX;
+    /* Chunked: the raw bytes, framing included, are capped (saturating: limits are 64-bit,
+     * offsets 32-bit). */
+    uint64_t slack = lim->max_body_bytes > (UINT64_MAX - CHUNK_SLACK) / 2
+                         ? UINT64_MAX
+                         : 2 * lim->max_body_bytes + CHUNK_SLACK;
+    uint32_t cap = slack < UINT32_MAX - r->header_bytes ? (uint32_t)(r->header_bytes + slack)
+                                                        : UINT32_MAX;
     uint32_t end = len < cap ? len : cap;
     for (;;) {
         uint32_t lf = 0;
@@ -607,7 +634,7 @@ static int parse_body(ug__http_req *r, char *base, uint32_t len) {
             uint64_t size;
             int rc = parse_chunk_line(base + r->consumed, base + lf - 1, &size);
             if (rc < 0) return fail(r, 400, "malformed chunk-size line");
-            if (size > lim->max_body_bytes - r->body.len)
+            if (size > lim->max_body_bytes - r->body.len || size > UINT32_MAX - r->consumed)
                 return fail(r, 413, "chunked body too large");
             r->consumed = lf + 1;
             r->chunk_left_ = (uint32_t)size;

@@ -331,6 +331,10 @@ static const vcase valid[] = {
      NULL, H("Host", "example.com:8080"), "", KA, 1, 0, "example.com:8080"},
     {"Host: IP-literal and port", "GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", "GET", "/", "/", NULL,
      H("Host", "[::1]:80"), "", KA, 1, 0, "[::1]:80"},
+    {"Host: IPvFuture", "GET / HTTP/1.1\r\nHost: [v1.x:y]\r\n\r\n", "GET", "/", "/", NULL,
+     H("Host", "[v1.x:y]"), "", KA, 1, 0, "[v1.x:y]"},
+    {"Host: IPv6 with embedded IPv4", "GET / HTTP/1.1\r\nHost: [::ffff:10.0.0.1]\r\n\r\n", "GET",
+     "/", "/", NULL, H("Host", "[::ffff:10.0.0.1]"), "", KA, 1, 0, "[::ffff:10.0.0.1]"},
     {"Host: IPv4", "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "GET", "/", "/", NULL,
      H("Host", "127.0.0.1"), "", KA, 1, 0, "127.0.0.1"},
     {"Host: empty", "GET / HTTP/1.1\r\nHost:\r\n\r\n", "GET", "/", "/", NULL, H("Host", ""), "", KA,
@@ -826,6 +830,17 @@ static const ecase errors[] = {
     {"absolute-form, port not digits", "GET http://h:8x/ HTTP/1.1\r\nHost: h\r\n\r\n", 0, 400},
     {"absolute-form, bad pct-encoding", "GET http://h%zz/ HTTP/1.1\r\nHost: h\r\n\r\n", 0, 400},
     {"absolute-form, unclosed IP-literal", "GET http://[::1/ HTTP/1.1\r\nHost: h\r\n\r\n", 0, 400},
+    /* RFC 9110 4.2.1: an http(s) URI with an empty host is invalid */
+    {"absolute-form, empty host", "GET http:///p HTTP/1.1\r\nHost: h\r\n\r\n", 0, 400},
+    {"absolute-form, port only", "GET http://:80/p HTTP/1.1\r\nHost: h\r\n\r\n", 0, 400},
+    {"Host: IP-literal that is not IPv6", "GET / HTTP/1.1\r\nHost: [....]\r\n\r\n", 0, 400},
+    {"Host: IPvFuture without a dot", "GET / HTTP/1.1\r\nHost: [v1x]\r\n\r\n", 0, 400},
+    /* broken line framing is 400 whatever else is wrong */
+    {"bare LF and an unknown coding", "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: gzip\n\n", 0,
+     400},
+    {"bare LF and HTTP/2.0", "GET / HTTP/2.0\nHost: a\n\n", 0, 400},
+    {"obs-fold and a Content-Length too large",
+     "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n 99999999\r\n\r\n", 0, 400},
     /* framing conflicts and smuggling → 400 */
     {"CL + TE",
      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: "
@@ -1140,6 +1155,25 @@ static void test_limit_body_chunked(void) {
     CU_ASSERT_EQUAL(X1.rc, UG_HTTP_ERROR);
     CU_ASSERT_EQUAL(X1.r.error_status, 413);
     CU_ASSERT(X1.r.consumed <= X1.r.header_bytes + 2 * max + 65536);
+    /* Limits beyond the 32-bit offsets: a chunk size past them is 413, never cut to 32 bits
+     * (which framed "100000002" as 2 bytes), and the framing cap saturates instead of
+     * wrapping (which refused a 200 KB chunk). */
+    ug__http_limits huge = LIM;
+    huge.max_body_bytes = 1ull << 33;
+    const char *h = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "100000002\r\nxx\r\n0\r\n\r\n";
+    drive(&X1, &huge, h, (uint32_t)strlen(h), 0, 0);
+    CU_ASSERT_EQUAL(X1.rc, UG_HTTP_ERROR);
+    CU_ASSERT_EQUAL(X1.r.error_status, 413);
+    huge.max_body_bytes = UINT64_MAX;
+    n = (uint32_t)sprintf(big, "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "30d40\r\n");
+    memset(big + n, 'z', 200000);
+    n += 200000;
+    n += (uint32_t)sprintf(big + n, "\r\n0\r\n\r\n");
+    drive(&X1, &huge, big, n, 0, 0);
+    CU_ASSERT_EQUAL(X1.rc, UG_HTTP_DONE);
+    CU_ASSERT_EQUAL(X1.r.body.len, 200000);
 }
 
 /* ---- request smuggling ----------------------------------------------------------------- */
