@@ -122,6 +122,8 @@ static void usage(FILE *f) {
         "  --max-headers N             header fields (64)\n"
         "  --max-uri-bytes N           request-target (4096)\n"
         "  --max-body-bytes N          request body (1048576)\n"
+        "  --max-output-bytes N        unsent response bytes per connection before that\n"
+        "                              client is no longer read (262144; at most 1 GiB)\n"
         "  --quiet                     log warnings and errors only\n"
         "  --help                      this text\n"
         "Timeouts of 0 are disabled.\n"
@@ -163,6 +165,7 @@ int main(int argc, char **argv) {
         O_MH,
         O_MURI,
         O_MBODY,
+        O_MOUT,
         O_HTO,
         O_MINF,
         O_QUIET,
@@ -185,6 +188,7 @@ int main(int argc, char **argv) {
         {"max-headers", required_argument, 0, O_MH},
         {"max-uri-bytes", required_argument, 0, O_MURI},
         {"max-body-bytes", required_argument, 0, O_MBODY},
+        {"max-output-bytes", required_argument, 0, O_MOUT},
         {"handler-timeout-ms", required_argument, 0, O_HTO},
         {"max-inflight", required_argument, 0, O_MINF},
         {"quiet", no_argument, 0, O_QUIET},
@@ -261,6 +265,9 @@ int main(int argc, char **argv) {
             break;
         case O_MBODY:
             cfg.max_body_bytes = v;
+            break;
+        case O_MOUT:
+            cfg.max_output_bytes = v;
             break;
         case O_HTO:
             cfg.handler_timeout_ms = v;
