@@ -194,6 +194,15 @@ static int on_header_value(http_parser *hp, const char *at, size_t n) {
     ug__http_req *r = c->r;
     uint32_t off = (uint32_t)(at - c->base);
     ug__http_header *h = &r->headers[r->cur_hdr_];
+    /* field-value: no CTL but HTAB (RFC 9110 5.5). http-parser checks every byte of a value
+     * but its first one (the byte after the colon and any whitespace). */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)at[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            fail(r, 400, "invalid character in header value");
+            return -1;
+        }
+    }
     if (r->flags_ & ST_IN_FIELD) {
         h->value.off = off;
         h->value.len = (uint32_t)n;

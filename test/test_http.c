@@ -542,6 +542,12 @@ static const ecase errors[] = {
     {"empty name", "GET / HTTP/1.1\r\n: x\r\n\r\n", 0, 400},
     {"control char in value", "GET / HTTP/1.1\r\nX: a\x01z\r\n\r\n", 0, 400},
     {"DEL in value", "GET / HTTP/1.1\r\nX: a\x7fz\r\n\r\n", 0, 400},
+    /* fuzz_llhttp: http-parser does not check a value's first byte */
+    {"control char first in value", "GET / HTTP/1.1\r\nHost: a\r\nX:\001a\r\n\r\n", 0, 400},
+    {"control char first in value, after OWS", "GET / HTTP/1.1\r\nHost: a\r\nX: \033\r\n\r\n", 0,
+     400},
+    {"NUL first in value", LIT("GET / HTTP/1.1\r\nHost: a\r\nX:\0foo, close\r\n\r\n"), 400},
+    {"DEL first in value", "GET / HTTP/1.1\r\nHost: a\r\nX: \x7f\r\n\r\n", 0, 400},
     {"NUL in value", LIT("GET / HTTP/1.1\r\nX: a\0z\r\n\r\n"), 400},
     {"NUL in target", LIT("GET /a\0b HTTP/1.1\r\n\r\n"), 400},
     {"control char in target", "GET /a\x01 HTTP/1.1\r\n\r\n", 0, 400},
