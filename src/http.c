@@ -62,6 +62,8 @@ enum {
     ST_TE_DUP = 1u << 5,     /* ... more than once */
     ST_EXPECT_100 = 1u << 6, /* Expect: 100-continue */
     ST_HOST_DUP = 1u << 7,   /* more than one Host field line */
+    ST_CONN_CLOSE = 1u << 8, /* a Connection field holds the "close" option */
+    ST_CONN_KA = 1u << 9,    /* ... the "keep-alive" option */
 };
 
 /* Framing overhead a chunked body may carry beyond its de-chunked size: the raw chunked body
@@ -140,6 +142,22 @@ static int on_url(http_parser *hp, const char *at, size_t n) {
     return 0;
 }
 
+/* Connection = #connection-option (RFC 9110 7.6.1): note "close" and "keep-alive", case
+ * insensitively, in a list that may hold empty elements (5.6.1) and OWS around them. */
+static uint32_t connection_options(const char *v, uint32_t n) {
+    uint32_t st = 0, i = 0;
+    while (i < n) {
+        uint32_t s = i, e;
+        while (i < n && v[i] != ',') i++;
+        e = i++;
+        while (s < e && (v[s] == ' ' || v[s] == '\t')) s++;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
+        if (ieq(v + s, e - s, LIT("close"))) st |= ST_CONN_CLOSE;
+        if (ieq(v + s, e - s, LIT("keep-alive"))) st |= ST_CONN_KA;
+    }
+    return st;
+}
+
 /* A header's value is complete: trim it and note the headers we act on. */
 static void finish_header(struct ctx *c, ug__http_header *h) {
     ug__http_req *r = c->r;
@@ -158,6 +176,8 @@ static void finish_header(struct ctx *c, ug__http_header *h) {
         if (r->flags_ & ST_TE) r->flags_ |= ST_TE_DUP;
         r->flags_ |= ST_TE;
         if (!ieq(val, h->value.len, LIT("chunked"))) r->flags_ |= ST_TE_BAD;
+    } else if (ieq(name, h->name.len, LIT("connection"))) {
+        r->flags_ |= connection_options(val, h->value.len);
     } else if (ieq(name, h->name.len, LIT("host"))) {
         if (r->host_idx_) r->flags_ |= ST_HOST_DUP;
         r->host_idx_ = (uint32_t)(h - r->headers) + 1;
@@ -196,6 +216,15 @@ static int on_header_value(http_parser *hp, const char *at, size_t n) {
     ug__http_req *r = c->r;
     uint32_t off = (uint32_t)(at - c->base);
     ug__http_header *h = &r->headers[r->cur_hdr_];
+    /* field-value: no CTL but HTAB (RFC 9110 5.5). http-parser checks every byte of a value
+     * but its first one (the byte after the colon and any whitespace). */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)at[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            fail(r, 400, "invalid character in header value");
+            return -1;
+        }
+    }
     if (r->flags_ & ST_IN_FIELD) {
         h->value.off = off;
         h->value.len = (uint32_t)n;
@@ -347,7 +376,12 @@ static int on_headers_complete(http_parser *hp) {
     int chunked = (hp->flags & F_CHUNKED) != 0;
     uint64_t cl = (hp->flags & F_CONTENTLENGTH) ? hp->content_length : 0;
     uint32_t f = 0;
-    if (http_should_keep_alive(hp)) f |= UG_HTTP_KEEP_ALIVE;
+    /* Persistence, RFC 9112 9.3: "close" ends the connection whatever the version; else 1.1
+     * persists, and 1.0 persists with "keep-alive". (Not http_should_keep_alive: http-parser
+     * loses the options in a list with an empty element, "a,, close", and lets keep-alive
+     * win over close in 1.0.) */
+    if (!(st & ST_CONN_CLOSE) && (hp->http_minor >= 1 || (st & ST_CONN_KA)))
+        f |= UG_HTTP_KEEP_ALIVE;
     if (chunked) f |= UG_HTTP_CHUNKED | UG_HTTP_HAS_BODY;
     if (cl) f |= UG_HTTP_HAS_BODY;
     if ((st & ST_EXPECT_100) && hp->http_minor >= 1) f |= UG_HTTP_EXPECT_CONTINUE;
