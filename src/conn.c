@@ -218,11 +218,13 @@ static void cancel_request(ug_server *srv, struct ug_request *ctx, ug_cancel_rea
     ctx->id = 0;
     inflight_done(srv, ctx);
     ug__timer_stop(&srv->timers, &ctx->timer);
-    srv->stats.requests_cancelled++;
     if (atomic_load_explicit(&srv->gate, memory_order_relaxed) >= UG_GATE_DRAINING &&
         why == UG_CANCEL_DEADLINE)
         srv->report.requests_forced++;
-    if (fn) fn(ctx, why, user);
+    if (fn) { /* ug_stats counts the callbacks fired, as the handler timeout does */
+        srv->stats.requests_cancelled++;
+        fn(ctx, why, user);
+    }
 }
 
 void ug__conn_close(ug_server *srv, ug__conn *c, int error) {
