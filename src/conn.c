@@ -483,7 +483,10 @@ static void process(ug_server *srv, ug__conn *c) {
             srv->stats.requests++;
             srv->stats.bad_requests++;
             count_limit(srv, &ctx->http);
-            ctx->head = (ctx->http.flags & UG_HTTP_HEAD) != 0;
+            /* The parser's flags come with the whole head: a HEAD refused before it ends
+             * (414, 431, a bad field) is still answered without a body (RFC 9110 9.3.2). */
+            ctx->head =
+                (ctx->http.flags & UG_HTTP_HEAD) != 0 || (avail >= 5 && !memcmp(base, "HEAD ", 5));
             ctx->keep_alive = 0;
             if (ug__resp_error(ctx, ctx->http.error_status)) c->flags |= UG_CF_FAILED;
             ctx->parsing = 0;
