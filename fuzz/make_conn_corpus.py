@@ -47,7 +47,7 @@ for k in range(16):
         step(data(0)) + step(ev("KERNEL", 1), time=15) + step(send(0)) + step(send(0)) + \
         step(send(0), time=15) + step(send(0))
 # HEAD, POST, HTTP/1.0, Connection: close
-for i, fl in enumerate([0x10, 0x20, 0x40, 0x80, 0x60, 0xa0]):
+for i, fl in enumerate([0x10, 0x20, 0x40, 0x80, 0x60, 0xa0, 0xc0, 0xd0]):
     S[f"flags{i}"] = header() + step(ev("ACCEPT", 1)) + step(req(0, fl | 0, 0x93, 0x0f)) + \
         step(data(0)) + step(send(0)) + step(send(0))
 # pipelining split into tiny reads, short sends

@@ -22,8 +22,6 @@
 #define MAXBUF 64    /* provided buffers */
 #define MAXT 8       /* backend timers */
 #define FD_BASE 1000 /* connection i is fd FD_BASE + i: never reused within a run */
-#define MAX_ALLOC (16u << 20)
-#define MAX_SEND (16u << 20)
 #define RESP_MAX 70000
 
 /* ---------------------------------------------------------------- small buffers ---- */
@@ -127,6 +125,7 @@ typedef struct sim_conn {
     uint32_t sidx, sgen;
     /* the kernel's view */
     int recv_armed, recv_fin, recv_cancelled;
+    int32_t last_final; /* the result of the last recv's final completion */
     uint64_t recv_ud;
     int send_armed, send_fin, send_cancelled, send_epipe;
     uint64_t send_ud;
@@ -205,7 +204,8 @@ static struct sim {
     int fail_next[SK_COUNT];
     size_t max_alloc;
     int growth_reported;
-    int timer_growth_failed; /* an allocation failed that may have been the timer heap's */
+    size_t max_send, max_alloc_ok; /* what max_output_bytes allows, with a response's slack */
+    int timer_growth_failed;       /* an allocation failed that may have been the timer heap's */
 
     /* the world */
     sim_conn conns[MAXC];
@@ -306,7 +306,8 @@ static uint64_t sim_clock(void) {
 
 static int sim_alloc(size_t n) {
     if (n > S.max_alloc) S.max_alloc = n;
-    if (n > MAX_ALLOC && !S.growth_reported && !(S.o.waive & SIM_WAIVE_OUTPUT_GROWTH)) {
+    if (S.max_alloc_ok && n > S.max_alloc_ok && !S.growth_reported &&
+        !(S.o.waive & SIM_WAIVE_OUTPUT_GROWTH)) {
         S.growth_reported = 1;
         violation("the library allocates %zu bytes at once: output (or input) without bound", n);
     }
@@ -426,7 +427,12 @@ static int sim_recv(ug__backend *b, int fd, uint64_t ud) {
         return -EBUSY;
     }
     int e = submit_fault(SK_RECV);
-    if (e) return e;
+    if (e) {
+        /* The core ends the connection when the re-arm after ENOBUFS fails (after data it
+         * answers what is buffered first): whatever was in flight may be lost. */
+        if (c->last_final == -ENOBUFS) c->lossy = 1;
+        return e;
+    }
     c->recv_armed = 1;
     c->recv_cancelled = 0;
     c->recv_ud = ud;
@@ -460,7 +466,8 @@ static int sim_send(ug__backend *b, int fd, const struct iovec *iov, unsigned io
         violation("conn %d: send with %u iovecs", idx_of(c), iovcnt);
         return -EINVAL;
     }
-    if (len > MAX_SEND && !S.growth_reported && !(S.o.waive & SIM_WAIVE_OUTPUT_GROWTH)) {
+    if (S.max_send && len > S.max_send && !S.growth_reported &&
+        !(S.o.waive & SIM_WAIVE_OUTPUT_GROWTH)) {
         S.growth_reported = 1;
         violation("conn %d: one send of %zu bytes: output queued without bound", idx_of(c), len);
     }
@@ -727,10 +734,8 @@ static void kernel_pending(int all) {
     if (S.acc_armed && S.acc_cancelled && (all || rnd(2))) {
         unsigned how = rnd(4);
         if (how == 0) accept_one(0); /* a connection races the cancel, then the cancel */
-        if (how == 1)
-            accept_one(1); /* the cancel found nothing: the final completion is an fd */
-        else
-            accept_end(-ECANCELED);
+        if (how == 1) accept_one(1); /* the cancel found nothing: the final completion is an fd */
+        accept_end(-ECANCELED);      /* unless that was final */
     }
     for (unsigned i = 0; i < S.nconns; i++) {
         sim_conn *c = &S.conns[i];
@@ -739,12 +744,9 @@ static void kernel_pending(int all) {
             if (c->recv_cancelled) {
                 unsigned how = rnd(4);
                 if (how == 0 && pending(c)) recv_data(c, S.bufsize, 0);
-                if (how == 1 && pending(c))
-                    recv_data(c, S.bufsize, 1);
-                else if (how == 2 && c->eof && !pending(c))
-                    recv_final(c, 0);
-                else
-                    recv_final(c, -ECANCELED);
+                if (how == 1 && pending(c)) recv_data(c, S.bufsize, 1);
+                if (how == 2 && c->eof && !pending(c)) recv_final(c, 0);
+                recv_final(c, -ECANCELED); /* unless one of the above was final */
             } else if (c->reset) {
                 recv_final(c, -ECONNRESET);
             } else if (c->shut_rd || (c->eof && !pending(c))) {
@@ -820,11 +822,12 @@ static void add_request(sim_conn *c, uint8_t r0, uint8_t r1, uint8_t r2) {
     sim_req *r = req_new(c, kind);
     if (!r) return;
     const ug_config *cfg = &S.cfg;
+    /* r0 >> 4: [1:0] GET, HEAD, POST, GET; [3:2] 1.1, 1.1, 1.0, close */
     unsigned fl = r0 >> 4;
-    r->head = (fl & 1) && !(fl & 2);
-    r->post = (fl & 2) != 0;
-    r->minor = (fl & 4) ? 0 : 1;
-    r->want_close = (fl & 8) != 0;
+    r->head = (fl & 3) == 1;
+    r->post = (fl & 3) == 2;
+    r->minor = (fl >> 2) == 2 ? 0 : 1;
+    r->want_close = (fl >> 2) == 3 || ((fl >> 2) == 2 && rnd(2));
     r->status = statuses[r1 & 15];
     r->resp_len = sizes[r1 >> 4];
     r->nhdrs = r2 & 3;
@@ -1041,7 +1044,8 @@ static void on_cancel(ug_request *req, ug_cancel_reason why, void *user) {
         violation("request %u: still live when the run ended (SERVER_FREE)", r->id);
     r->cancelled = 1;
     r->cancel_reason = (uint8_t)why;
-    if (S.in_run && rnd(3) == 0) answer_sibling();
+    /* Two extra headers make it certain (for scripts that need it), else now and then. */
+    if (S.in_run && (r->nhdrs == 2 || rnd(4) == 0)) answer_sibling();
 }
 
 static void timer_answer(ug_request *req, void *user) {
@@ -1396,7 +1400,8 @@ static void event(uint8_t byte) {
         kernel_pending(sc_u8() & 1);
         break;
     case SIM_E_SHUTDOWN:
-        do_shutdown(sc_u8());
+        a = sc_u8();
+        if (S.steps >= S.o.min_shutdown_step) do_shutdown(a);
         break;
     case SIM_E_ALLOC:
         a = sc_u8();
@@ -1556,6 +1561,10 @@ static int idle_jump(int64_t timeout_ns) {
 
 /* What the core did since the last wait: closes, shutdowns, sends modified in flight. */
 static void observe(void) {
+    if (S.srv->forced && !S.forced_seen) { /* before closes are noticed: those were forced */
+        S.forced_seen = 1;
+        mark_all_lossy();
+    }
     struct pollfd pf[2 * MAXC];
     int map[2 * MAXC];
     unsigned n = 0;
@@ -1590,10 +1599,6 @@ static void observe(void) {
         trace("the core closed the listener");
         if (S.acc_armed || S.acc_fin) violation("listener closed while its accept is outstanding");
     }
-    if (S.srv->forced && !S.forced_seen) {
-        S.forced_seen = 1;
-        mark_all_lossy();
-    }
 }
 
 static void deliver(ug__completion_cb cb, void *ctx) {
@@ -1601,7 +1606,10 @@ static void deliver(ug__completion_cb cb, void *ctx) {
         bent *e = &S.batch[i];
         if (!(e->c.flags & UG__CF_MORE)) {
             if (e->kind == BK_ACCEPT) S.acc_fin = 0;
-            if (e->kind == BK_RECV) S.conns[e->idx].recv_fin = 0;
+            if (e->kind == BK_RECV) {
+                S.conns[e->idx].recv_fin = 0;
+                S.conns[e->idx].last_final = e->c.res;
+            }
             if (e->kind == BK_SEND) S.conns[e->idx].send_fin = 0;
             if (e->kind == BK_TIMER) S.timers[e->idx].fin = 0;
         }
@@ -2025,6 +2033,7 @@ static void configure(const uint8_t h[8]) {
     }
     if (h[1] & 2) cfg->gate_settle_ms = 0;
     if (h[1] & 4) cfg->server_name = NULL;
+    if (h[3] & 0x10) cfg->max_output_bytes = 8192;
     S.hook_hold = (h[1] & 0x40) != 0;
 }
 
@@ -2116,6 +2125,10 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
             ug_server_on_shutdown(S.srv, on_shutdown, NULL))
             violation("setting up routes failed");
         S.lfd = S.srv->lfd;
+        /* ugate.h: a client that does not read costs at most max_output_bytes, plus the
+         * response that crossed it (ours are at most RESP_MAX, plus the head). */
+        S.max_send = S.srv->cfg.max_output_bytes + 2u * RESP_MAX + 8192u;
+        S.max_alloc_ok = 4 * S.max_send > (4u << 20) ? 4 * S.max_send : (4u << 20);
         S.faults_now = S.alloc_rate || S.submit_rate || S.o.faults > 0;
         S.in_run = 1;
         res->run_rc = ug_server_run(S.srv, &S.report);
@@ -2126,6 +2139,9 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
         /* The one documented failure: the first accept could not be armed. */
         if (res->run_rc < 0 && !S.hang && !(res->run_rc == -EIO && S.steps == 0))
             violation("ug_server_run: %d", res->run_rc);
+        if (S.srv->forced && !S.forced_seen) /* forced in the run's last iteration */
+            for (unsigned i = 0; i < S.nconns; i++)
+                if (!S.conns[i].closed) S.conns[i].lossy = 1;
         for (unsigned i = 0; i < S.nconns; i++) check_conn(&S.conns[i]);
         final_checks();
         S.after_run = 1;

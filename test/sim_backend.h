@@ -41,11 +41,12 @@ enum sim_waive {
 };
 
 typedef struct sim_opts {
-    unsigned waive;      /* enum sim_waive */
-    int trace;           /* print every event and backend call to stderr */
-    int faults;          /* -1: as the script's header says; 0: none; 1: at least some */
-    unsigned max_conns;  /* connections the world opens at most (default 48) */
-    unsigned wind_steps; /* steps allowed after the script ends (default 4000) */
+    unsigned waive;             /* enum sim_waive */
+    int trace;                  /* print every event and backend call to stderr */
+    int faults;                 /* -1: as the script's header says; 0: none; 1: at least some */
+    unsigned max_conns;         /* connections the world opens at most (default 48) */
+    unsigned wind_steps;        /* steps allowed after the script ends (default 4000) */
+    unsigned min_shutdown_step; /* the script\'s shutdown events before this step are ignored */
 } sim_opts;
 
 typedef struct sim_result {
@@ -70,7 +71,8 @@ void sim_script_seed(uint64_t seed, uint8_t *out, size_t len);
  *   h1: [0] small limits, [1] gate_settle 0, [2] no server name, [3] handler timeout off,
  *       [5:4] linger (1000, 50, 5000, 0), [6] a shutdown hook takes a hold, [7] fail an
  *       allocation of server creation (the h2-th)
- *   h2: allocation failure rate ([3:0], 0-7: none), h3: submission failure rate (same)
+ *   h2: allocation failure rate ([3:0], 0-7: none), h3: submission failure rate (same),
+ *       h3 [4]: max_output_bytes 8 KiB
  *   h4..h7: seed of the world's own PRNG
  * Then steps, one per wait(): a step byte s, then 1 + (s & 3) events (none if s >> 5 == 7);
  * (s >> 2) & 7 picks the time that passes first (0-3 none, 4: 1 ms, 5: < 100 ms, 6: < 3 s,
