@@ -4,9 +4,9 @@ simulated kernel (format in test/sim_backend.h), one scenario each."""
 import os
 import sys
 
-W = [31, 25, 40, 30, 6, 3, 4, 3, 4, 30, 2, 4, 14, 2, 3, 30, 25]  # sim_backend.c weights
+W = [31, 25, 40, 30, 6, 3, 4, 3, 4, 30, 2, 4, 14, 2, 3, 30, 23, 2]  # sim_backend.c weights
 NAMES = ["ACCEPT", "REQ", "DATA", "SEND", "EOF", "RESET", "ENOBUFS", "ACCEPT_ERR",
-         "FAIL_SUBMIT", "KERNEL", "SHUTDOWN", "ALLOC", "POST", "PIPELINE", "RAW", "DATA2", "SEND2"]
+         "FAIL_SUBMIT", "KERNEL", "SHUTDOWN", "ALLOC", "POST", "PIPELINE", "RAW", "DATA2", "SEND2", "BACKLOG"]
 OP = {n: sum(W[:i]) for i, n in enumerate(NAMES)}
 
 

@@ -4,8 +4,10 @@
 
 #include "internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -121,6 +123,10 @@ typedef struct send_rec {
 
 typedef struct sim_conn {
     int used, fd, peer;
+    int backlog;      /* a real client in the listener's queue: fd is the core's once taken */
+    int before_close; /* ... connected before the gate closed: it must be taken, not reset */
+    uint16_t lport;   /* its local port (network order) */
+    ino_t ino;
     int bound;
     uint32_t sidx, sgen;
     /* the kernel's view */
@@ -209,7 +215,7 @@ static struct sim {
 
     /* the world */
     sim_conn conns[MAXC];
-    unsigned nconns;
+    unsigned nconns, nbacklog;
     sim_req reqs[MAXR];
     unsigned nreqs;
     int wind;
@@ -350,13 +356,72 @@ static int ops_outstanding(const sim_conn *c) {
     return c->recv_armed || c->recv_fin || c->send_armed || c->send_fin;
 }
 
+static ino_t ino_of(int fd) {
+    struct stat st;
+    return fstat(fd, &st) < 0 ? 0 : st.st_ino;
+}
+
 static void check_closed(sim_conn *c) {
-    if (c->closed || fd_open(c->fd)) return;
+    if (c->closed || c->fd < 0) return;
+    if (c->backlog ? ino_of(c->fd) == c->ino : fd_open(c->fd)) return; /* the core's numbers */
     c->closed = 1;
     trace("conn %d: the core closed fd %d", idx_of(c), c->fd);
     if (ops_outstanding(c))
         violation("conn %d: fd %d closed with an operation outstanding (recv %d/%d, send %d/%d)",
                   idx_of(c), c->fd, c->recv_armed, c->recv_fin, c->send_armed, c->send_fin);
+}
+
+/* A connection the core took from the listener's queue itself (the gate's drain). */
+static sim_conn *adopt(int fd) {
+    struct sockaddr_in peer;
+    socklen_t l = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &l) < 0 || peer.sin_family != AF_INET)
+        return NULL;
+    for (unsigned i = 0; i < S.nconns; i++) {
+        sim_conn *c = &S.conns[i];
+        if (!c->backlog || c->fd >= 0 || c->lport != peer.sin_port) continue;
+        c->fd = fd;
+        c->ino = ino_of(fd);
+        trace("conn %d: taken from the listener's queue as fd %d", (int)i, fd);
+        return c;
+    }
+    return NULL;
+}
+
+/* A real client connects to the listener: it waits in the kernel's accept queue until the
+ * core drains it when the gate closes. */
+static void backlog_connect(void) {
+    if (S.listener_closed || S.nbacklog >= 6 || S.nconns >= MAXC || S.nconns >= S.o.max_conns)
+        return;
+    int draining = ug_server_state(S.srv) >= UG_GATE_DRAINING;
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) return;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(S.srv->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = connect(s, (struct sockaddr *)&a, sizeof a) == 0 || errno == EINPROGRESS;
+    if (ok && !draining) { /* loopback: the handshake completes at once */
+        struct pollfd p = {.fd = s, .events = POLLOUT};
+        int err = 0;
+        socklen_t el = sizeof err;
+        ok = poll(&p, 1, 1000) == 1 && getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &el) == 0 &&
+             err == 0;
+    }
+    struct sockaddr_in me;
+    socklen_t ml = sizeof me;
+    if (!ok || getsockname(s, (struct sockaddr *)&me, &ml) < 0) {
+        close(s);
+        return;
+    }
+    sim_conn *c = &S.conns[S.nconns++];
+    memset(c, 0, sizeof *c);
+    c->used = c->backlog = 1;
+    c->fd = -1;
+    c->peer = s;
+    c->lport = me.sin_port;
+    c->before_close = !draining;
+    S.nbacklog++;
+    trace("conn %d: a client waits in the listener's queue%s", idx_of(c),
+          draining ? " (after the close point)" : "");
 }
 
 static sim_conn *conn_for_op(int fd, uint64_t ud, unsigned op, const char *what) {
@@ -365,11 +430,22 @@ static sim_conn *conn_for_op(int fd, uint64_t ud, unsigned op, const char *what)
         return NULL;
     }
     if (UG_UD_OP(ud) != op) violation("%s with user_data of op %u", what, UG_UD_OP(ud));
-    if (fd < FD_BASE || fd >= FD_BASE + MAXC || !S.conns[fd - FD_BASE].used) {
+    sim_conn *c = NULL;
+    if (fd >= FD_BASE && fd < FD_BASE + MAXC && S.conns[fd - FD_BASE].used &&
+        !S.conns[fd - FD_BASE].backlog) {
+        c = &S.conns[fd - FD_BASE];
+    } else {
+        for (unsigned i = 0; i < S.nconns && !c; i++) {
+            sim_conn *o = &S.conns[i];
+            check_closed(o);
+            if (o->backlog && o->fd == fd && !o->closed) c = o;
+        }
+        if (!c) c = adopt(fd);
+    }
+    if (!c) {
         violation("%s on fd %d, not a connection", what, fd);
         return NULL;
     }
-    sim_conn *c = &S.conns[fd - FD_BASE];
     check_closed(c);
     if (c->closed) {
         violation("%s on fd %d after the core closed it", what, fd);
@@ -532,9 +608,9 @@ static int sim_cancel(ug__backend *b, uint64_t target) {
         }
         if (c->send_armed && c->send_ud == target) {
             if (!e) c->send_cancelled = 1;
-            c->lossy = 1;
             hit = 1;
         }
+        if (c->send_ud == target) c->lossy = 1; /* an abort: even if the send just completed */
     }
     trace("cancel %#llx: %s%s", (unsigned long long)target, hit ? "hit" : "nothing armed",
           e ? " (refused)" : "");
@@ -1224,7 +1300,7 @@ static void on_shutdown(ug_server *srv, ug_gate_state st, void *user) {
 /* ---------------------------------------------------------------- the world ---- */
 
 static int live(const sim_conn *c) {
-    return !c->closed && !c->reset;
+    return !c->closed && !c->reset && c->fd >= 0;
 }
 
 static int has_send(const sim_conn *c) {
@@ -1306,7 +1382,7 @@ static const uint8_t weights[SIM_E_COUNT] = {
     [SIM_E_EOF] = 6,         [SIM_E_RESET] = 3,    [SIM_E_ENOBUFS] = 4,  [SIM_E_ACCEPT_ERR] = 3,
     [SIM_E_FAIL_SUBMIT] = 4, [SIM_E_KERNEL] = 30,  [SIM_E_SHUTDOWN] = 2, [SIM_E_ALLOC] = 4,
     [SIM_E_POST] = 14,       [SIM_E_PIPELINE] = 2, [SIM_E_RAW] = 3,      [SIM_E_DATA2] = 30,
-    [SIM_E_SEND2] = 25,
+    [SIM_E_SEND2] = 23,      [SIM_E_BACKLOG] = 2,
 };
 
 static int op_of(uint8_t byte) {
@@ -1419,6 +1495,9 @@ static void event(uint8_t byte) {
             add_request(c, 0, (uint8_t)(0xe0 | (i & 1)), 0); /* GET, ~64 KB answers */
         break;
     }
+    case SIM_E_BACKLOG:
+        backlog_connect();
+        break;
     case SIM_E_RAW: {
         c = pick(sc_u8());
         unsigned n = sc_u8() % 48;
@@ -1570,7 +1649,8 @@ static void observe(void) {
     unsigned n = 0;
     for (unsigned i = 0; i < S.nconns; i++) {
         sim_conn *c = &S.conns[i];
-        if (c->closed) continue;
+        if (c->backlog) check_closed(c); /* its number may be reused: compare the inode */
+        if (c->closed || c->fd < 0) continue;
         pf[n] = (struct pollfd){.fd = c->fd, .events = POLLRDHUP};
         map[n++] = (int)i;
         pf[n] = (struct pollfd){.fd = c->peer, .events = POLLRDHUP};
@@ -1860,8 +1940,8 @@ static void check_match(sim_conn *c, sim_req *r, presp *p, size_t pos) {
             ok = r->kind == K_METHOD;
             break;
         case 503:
-            if (p->retry_after)
-                ok = !disp && handler_kind(r->kind); /* shed */
+            if (!disp) /* shed: Retry-After, unless memory ran out for it */
+                ok = handler_kind(r->kind) && (p->retry_after || c->lossy);
             else
                 ok = disp && deferred_kind(r->kind) && S.cfg.handler_timeout_ms &&
                      (r->timed_out || !r->has_cb);
@@ -2061,12 +2141,22 @@ static void final_checks(void) {
     if (S.acc_armed || S.acc_fin) violation("the accept is still armed after the run");
     for (unsigned i = 0; i < S.nconns; i++) {
         sim_conn *c = &S.conns[i];
+        if (c->backlog && c->before_close) { /* the gate's promise: taken and served, or */
+            char b;                          /* at least closed by us, never reset */
+            ssize_t n = recv(c->peer, &b, 1, MSG_DONTWAIT);
+            if (n < 0 && errno != EAGAIN)
+                violation("conn %d: queued before the gate closed, then reset (%s)", (int)i,
+                          strerror(errno));
+            else if (n < 0)
+                violation("conn %d: queued before the gate closed, never taken", (int)i);
+        }
+        if (c->fd < 0) continue;
         if (!c->closed) violation("conn %d: fd %d still open after the run", (int)i, c->fd);
         if (ops_outstanding(c)) violation("conn %d: operations outstanding after the run", (int)i);
     }
-    if (st.conns_accepted != S.res->conns)
-        violation("stats: conns_accepted %llu, %u connections accepted",
-                  (unsigned long long)st.conns_accepted, S.res->conns);
+    if (st.conns_accepted < S.res->conns || st.conns_accepted > S.res->conns + S.nbacklog)
+        violation("stats: conns_accepted %llu, %u connections accepted and %u queued",
+                  (unsigned long long)st.conns_accepted, S.res->conns, S.nbacklog);
     if (st.conns_closed != st.conns_accepted || st.conns_open || st.inflight)
         violation("stats: accepted %llu, closed %llu, open %llu, inflight %llu",
                   (unsigned long long)st.conns_accepted, (unsigned long long)st.conns_closed,
@@ -2154,7 +2244,8 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
     ug__fault_alloc_hook = NULL;
     for (unsigned i = 0; i < S.nconns; i++) {
         sim_conn *c = &S.conns[i];
-        if (!c->closed && fd_open(c->fd)) close(c->fd);
+        if (c->fd >= 0 && !c->closed && (c->backlog ? ino_of(c->fd) == c->ino : fd_open(c->fd)))
+            close(c->fd);
         close(c->peer);
         sb_free(&c->out);
         sb_free(&c->wire);

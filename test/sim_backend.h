@@ -97,6 +97,7 @@ enum sim_event {
     SIM_E_RAW,         /* c, n, bytes: the client sends n raw bytes */
     SIM_E_DATA2,       /* c, n: like DATA (weights DATA up) */
     SIM_E_SEND2,       /* c, m: like SEND */
+    SIM_E_BACKLOG,     /* a real client connects: it waits in the listener's queue */
     SIM_E_COUNT,
 };
 

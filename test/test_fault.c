@@ -5,6 +5,8 @@
  *   test_fault                     the CUnit suite
  *   test_fault seed N [trace]      one seed (as the suite runs it), optionally traced
  *   test_fault file PATH [trace]   one script file (e.g. a fuzzer input), optionally traced
+ *   test_fault case I [trace]      the I-th named case alone
+ *   test_fault sweep FIRST COUNT   COUNT seeds from FIRST (>= 100000: with faults)
  */
 #include "sim_backend.h"
 
@@ -318,6 +320,17 @@ int main(int argc, char **argv) {
         return v ? 1 : 0;
     }
     if (argc > 2 && !strcmp(argv[1], "file")) return run_file(argv[2], trace);
+    if (argc > 3 && !strcmp(argv[1], "sweep")) { /* sweep FIRST COUNT: more seeds by hand */
+        uint64_t first = strtoull(argv[2], NULL, 10);
+        unsigned n = (unsigned)strtoul(argv[3], NULL, 10), bad = 0;
+        for (uint64_t seed = first; seed < first + n; seed++) {
+            sim_result res;
+            if (run_seed(seed, seed >= 100000, WAIVE_PENDING, 0, &res) && bad++ < 20)
+                printf("seed %llu: %s\n", (unsigned long long)seed, res.first);
+        }
+        printf("%u of %u seeds failed\n", bad, n);
+        return bad ? 1 : 0;
+    }
     static const struct {
         const char *name;
         void (*fn)(void);
