@@ -218,11 +218,13 @@ static void cancel_request(ug_server *srv, struct ug_request *ctx, ug_cancel_rea
     ctx->id = 0;
     inflight_done(srv, ctx);
     ug__timer_stop(&srv->timers, &ctx->timer);
-    srv->stats.requests_cancelled++;
     if (atomic_load_explicit(&srv->gate, memory_order_relaxed) >= UG_GATE_DRAINING &&
         why == UG_CANCEL_DEADLINE)
         srv->report.requests_forced++;
-    if (fn) fn(ctx, why, user);
+    if (fn) { /* ug_stats counts the callbacks fired, as the handler timeout does */
+        srv->stats.requests_cancelled++;
+        fn(ctx, why, user);
+    }
 }
 
 void ug__conn_close(ug_server *srv, ug__conn *c, int error) {
@@ -481,7 +483,10 @@ static void process(ug_server *srv, ug__conn *c) {
             srv->stats.requests++;
             srv->stats.bad_requests++;
             count_limit(srv, &ctx->http);
-            ctx->head = (ctx->http.flags & UG_HTTP_HEAD) != 0;
+            /* The parser's flags come with the whole head: a HEAD refused before it ends
+             * (414, 431, a bad field) is still answered without a body (RFC 9110 9.3.2). */
+            ctx->head =
+                (ctx->http.flags & UG_HTTP_HEAD) != 0 || (avail >= 5 && !memcmp(base, "HEAD ", 5));
             ctx->keep_alive = 0;
             if (ug__resp_error(ctx, ctx->http.error_status)) c->flags |= UG_CF_FAILED;
             ctx->parsing = 0;
