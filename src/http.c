@@ -295,38 +295,40 @@ static int authority_ok(const char *p, uint32_t n) {
     return 1;
 }
 
-/* Split the target into path and query and, for the absolute-form, the authority:
- * path = target up to '?' or '#'; query = after the first '?' up to '#'. The absolute-form
- * is scheme "://" authority path-abempty [ "?" query ]. Returns 0, or -1 if the target holds a
- * control byte (non-strict http-parser lets TAB and FF through) or a malformed absolute-form. */
-static int split_target(ug__http_req *r, const char *base) {
+/* Split the target into path and query and, for the absolute-form, the authority. RFC 9112
+ * 3.2: origin-form = absolute-path [ "?" query ]; absolute-form = "http(s)://" authority
+ * path-abempty [ "?" query ]; asterisk-form = "*" (OPTIONS only); no fragment in any form.
+ * Returns 0, or -1 if the target holds a control byte (non-strict http-parser lets TAB and FF
+ * through), a fragment, or is not one of those forms. */
+static int split_target(ug__http_req *r, const char *base, int options) {
     const char *t = base + r->target.off;
     uint32_t n = r->target.len, ps = 0, pe, q, i;
     for (i = 0; i < n; i++)
-        if ((unsigned char)t[i] <= ' ' || t[i] == 0x7f) return -1;
-    if (n && t[0] != '/' && t[0] != '*') {
-        /* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
-        if (!is_alpha((unsigned char)t[0])) return -1;
-        for (i = 1; i < n && (is_alpha((unsigned char)t[i]) || is_digit((unsigned char)t[i]) ||
-                              strchr("+-.", t[i]));
-             i++) {
-        }
-        if (i + 3 > n || t[i] != ':' || t[i + 1] != '/' || t[i + 2] != '/') return -1;
-        uint32_t as = i + 3;
-        ps = as;
-        while (ps < n && t[ps] != '/' && t[ps] != '?' && t[ps] != '#') ps++;
+        if ((unsigned char)t[i] <= ' ' || t[i] == 0x7f || t[i] == '#') return -1;
+    if (n && t[0] == '*') {
+        if (n != 1 || !options) return -1;
+    } else if (n && t[0] != '/') {
+        /* An origin server answers for http and https only (RFC 9110 4.2). */
+        if (n > sizeof("https://") - 1 && ieq(t, sizeof("https://") - 1, LIT("https://")))
+            ps = sizeof("https://") - 1;
+        else if (n > sizeof("http://") - 1 && ieq(t, sizeof("http://") - 1, LIT("http://")))
+            ps = sizeof("http://") - 1;
+        else
+            return -1;
+        uint32_t as = ps;
+        while (ps < n && t[ps] != '/' && t[ps] != '?') ps++;
         /* RFC 9110 4.2.1: an http(s) URI with an empty host is invalid. */
         if (ps == as || t[as] == ':' || !authority_ok(t + as, ps - as)) return -1;
         r->authority.off = r->target.off + as;
         r->authority.len = ps - as;
         r->has_authority = 1;
     }
-    for (pe = ps; pe < n && t[pe] != '?' && t[pe] != '#'; pe++) {
+    for (pe = ps; pe < n && t[pe] != '?'; pe++) {
     }
     r->path.off = r->target.off + ps;
     r->path.len = pe - ps;
-    if (pe < n && t[pe] == '?') {
-        for (q = pe + 1; q < n && t[q] != '#'; q++) {
+    if (pe < n) {
+        for (q = pe + 1; q < n; q++) {
         }
         r->has_query = 1;
         r->query.off = r->target.off + pe + 1;
@@ -371,7 +373,7 @@ static int on_headers_complete(http_parser *hp) {
     }
     r->method.off = m;
     r->method.len = e - m;
-    int target_ok = split_target(r, b) == 0;
+    int target_ok = split_target(r, b, hp->method == HTTP_OPTIONS) == 0;
     uint32_t st = r->flags_;
     int chunked = (hp->flags & F_CHUNKED) != 0;
     uint64_t cl = (hp->flags & F_CONTENTLENGTH) ? hp->content_length : 0;
