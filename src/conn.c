@@ -138,6 +138,9 @@ void ug__conn_free_slot(ug_server *srv, ug__conn *c) {
 /* ---------------------------------------------------------------- I/O ---- */
 
 static int arm_recv(ug_server *srv, ug__conn *c) {
+    /* A paused connection is re-armed only where its pause is lifted: arming it anywhere else
+     * would read on past the bound, and the pause could never end (a recv armed again). */
+    assert(!(c->state == UG_CONN_OPEN && (c->flags & UG_CF_RECV_PAUSED)));
     int rc = srv->be_ops->recv(srv->be, c->fd, conn_ud(srv, c, UG_OP_RECV));
     if (rc == 0) c->flags |= UG_CF_RECV_ARMED;
     return rc;
@@ -620,9 +623,16 @@ void ug__conn_on_recv(ug_server *srv, ug__conn *c, const ug__completion *cq) {
     }
     if (cq->flags & UG__CF_BUFFER) srv->be_ops->recv_release(srv->be, cq->buf_id);
     if (cq->res == -ENOBUFS && c->state != UG_CONN_CLOSING) {
+        if (c->state == UG_CONN_OPEN && (c->flags & UG_CF_RECV_PAUSED)) {
+            /* Paused, and the recv ended by itself before the pause's cancel reached it (the
+             * cancel then finds nothing): this is the pause's final completion. Re-arming
+             * here would read on past the bound, for good. */
+            ug__mark_dirty(srv, c);
+            return;
+        }
         /* The pool ran dry for a moment (buffers go back at the end of this batch). */
         srv->stats.recv_rearms++;
-        if (arm_recv(srv, c)) ug__conn_close(srv, c, 1);
+        if (arm_recv(srv, c)) conn_failed(srv, c);
         return;
     }
     if (cq->res == -ECANCELED && c->state == UG_CONN_OPEN) { /* paused by us */

@@ -73,7 +73,9 @@ enum ug__conn_flag {
     UG_CF_RECV_ARMED = 1u << 0, /* a multishot recv is armed (its final CQE not seen) */
     UG_CF_SEND_INFLIGHT = 1u << 1,
     UG_CF_CLOSE_AFTER = 1u << 2, /* close once the queued output is sent */
-    UG_CF_RECV_PAUSED = 1u << 3, /* input is over its bound; recv re-armed when drained */
+    UG_CF_RECV_PAUSED = 1u << 3, /* input or output over its bound: the recv is cancelled (or
+                                    its cancel is in flight) and re-armed only where the pause
+                                    is lifted (ug__conn_flush, begin_linger) */
     UG_CF_DRAIN = 1u << 4,       /* gate is closing: next response says Connection: close */
     UG_CF_DIRTY = 1u << 5,       /* on the server's dirty list */
     UG_CF_ERROR = 1u << 6,       /* ended by an error: counted in conns_reset */
