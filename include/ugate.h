@@ -229,6 +229,8 @@ typedef enum ug_cancel_reason {
     UG_CANCEL_DEADLINE,        /**< the shutdown deadline forced the connection closed */
     UG_CANCEL_SERVER_FREE,     /**< the server stopped with the request unanswered */
     UG_CANCEL_TIMEOUT,         /**< handler_timeout_ms passed: the server answered 503 */
+    UG_CANCEL_SERVER_ERROR,    /**< the server could not go on with the connection (out of
+                                    memory or submission slots; counted in conns_failed) */
 } ug_cancel_reason;
 
 /** Called once, on the loop thread, when a deferred request will never be answered. After it

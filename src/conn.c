@@ -255,8 +255,10 @@ void ug__conn_abort(ug_server *srv, ug__conn *c, ug_cancel_reason why) {
 
 /* End a connection the server could not keep going (out of memory, no submission slot). */
 static void conn_failed(ug_server *srv, ug__conn *c) {
+    if (c->state == UG_CONN_CLOSING || c->state == UG_CONN_FREE) return;
     srv->stats.conns_failed++;
     ug__log(srv, UG_LOG_WARN, "connection ended: out of memory or submission slots");
+    if (c->ctx) cancel_request(srv, c->ctx, UG_CANCEL_SERVER_ERROR);
     ug__conn_close(srv, c, 1);
 }
 
@@ -522,7 +524,7 @@ void ug__conn_flush(ug_server *srv, ug__conn *c) {
             return;
         }
         if (!(c->flags & UG_CF_SEND_INFLIGHT) && ctx->out[0].len && start_send(srv, c, 0) != 0) {
-            ug__conn_abort(srv, c, UG_CANCEL_CLIENT_GONE);
+            conn_failed(srv, c);
             return;
         }
         if (output_over(srv, ctx)) {
@@ -568,7 +570,7 @@ void ug__conn_accepted(ug_server *srv, int fd) {
     if (atomic_load_explicit(&srv->gate, memory_order_relaxed) >= UG_GATE_DRAINING)
         c->flags |= UG_CF_DRAIN;
     if (arm_recv(srv, c)) {
-        ug__conn_close(srv, c, 1);
+        conn_failed(srv, c);
         return;
     }
     ug__tq_set(srv, c, (c->flags & UG_CF_DRAIN) ? UG_TQ_LINGER : UG_TQ_HEADER);
@@ -615,7 +617,7 @@ void ug__conn_on_recv(ug_server *srv, ug__conn *c, const ug__completion *cq) {
             }
             ug__mark_dirty(srv, c);
         } else if (c->state == UG_CONN_LINGER && !more && arm_recv(srv, c)) {
-            ug__conn_close(srv, c, 0);
+            conn_failed(srv, c);
         } else if (c->state == UG_CONN_CLOSING) {
             try_finalize(srv, c);
         }
@@ -648,7 +650,10 @@ void ug__conn_on_recv(ug_server *srv, ug__conn *c, const ug__completion *cq) {
     }
     if (c->state == UG_CONN_LINGER) {
         /* A pause's cancel (begin_linger): keep reading. EOF or an error: the client is done. */
-        if (cq->res == -ECANCELED && arm_recv(srv, c) == 0) return;
+        if (cq->res == -ECANCELED) {
+            if (arm_recv(srv, c)) conn_failed(srv, c);
+            return;
+        }
         ug__conn_close(srv, c, 0);
         return;
     }
@@ -688,7 +693,7 @@ void ug__conn_on_send(ug_server *srv, ug__conn *c, const ug__completion *cq) {
     ctx->sent += (uint32_t)cq->res;
     if (ctx->sent < ob->len) { /* short write: send the rest */
         ug__tq_set(srv, c, UG_TQ_NONE);
-        if (start_send(srv, c, ctx->sending)) ug__conn_abort(srv, c, UG_CANCEL_CLIENT_GONE);
+        if (start_send(srv, c, ctx->sending)) conn_failed(srv, c);
         return;
     }
     ob->len = 0;
@@ -697,7 +702,7 @@ void ug__conn_on_send(ug_server *srv, ug__conn *c, const ug__completion *cq) {
     ctx->sending = -1;
     if (ctx->out[next].len) { /* appended while the first was in flight: keep order */
         ug__tq_set(srv, c, UG_TQ_NONE);
-        if (start_send(srv, c, next)) ug__conn_abort(srv, c, UG_CANCEL_CLIENT_GONE);
+        if (start_send(srv, c, next)) conn_failed(srv, c);
         return;
     }
     ug__tq_set(srv, c, UG_TQ_NONE);
