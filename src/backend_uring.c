@@ -99,8 +99,13 @@ static inline int before_enter(ug__backend *b) {
         if (r < 0) return r;
     }
     /* A wake read that could not be re-armed (SQ full) is retried here, before every enter:
-     * without it, ug_server_shutdown from a signal handler would never be seen. */
-    if (UNLIKELY(!b->wake_armed)) (void)arm_wake_read(b);
+     * without it, ug_server_shutdown from a signal handler would never be seen. If the SQ is
+     * still full, what it holds is submitted first: the enter that follows must not sleep
+     * without the wake read. */
+    if (UNLIKELY(!b->wake_armed) && arm_wake_read(b) != 0) {
+        (void)io_uring_submit(&b->ring);
+        (void)arm_wake_read(b); /* if even this fails, uring_wait does not sleep for long */
+    }
     return 0;
 }
 
@@ -375,9 +380,14 @@ static int reap(ug__backend *b, ug__completion_cb cb, void *ctx) {
     return n;
 }
 
+/* Longest sleep while the wake read could not be armed: wakes are then seen this late. */
+#define UNARMED_WAIT_NS 1000000
+
 static int uring_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, void *ctx) {
     int r = before_enter(b);
     if (UNLIKELY(r < 0)) return r;
+    if (UNLIKELY(!b->wake_armed) && (timeout_ns < 0 || timeout_ns > UNARMED_WAIT_NS))
+        timeout_ns = UNARMED_WAIT_NS;
     if (timeout_ns == 0) {
         /* Enter even with nothing to submit: with DEFER_TASKRUN, completions are only
          * produced inside io_uring_enter(GETEVENTS). */
