@@ -83,6 +83,7 @@ void ug__ctx_put(ug_server *srv, struct ug_request *ctx) {
     buf_trim(&ctx->out[0]);
     buf_trim(&ctx->out[1]);
     buf_trim(&ctx->resp_hdrs);
+    ctx->own_hdrs = 0;
     ctx->in_off = 0;
     ctx->sending = -1;
     ctx->sent = 0;
@@ -332,7 +333,8 @@ static const ug__route *find_route(ug_server *srv, ug_str method, ug_str path, i
         if (!r->method) return r;
         size_t ml = strlen(r->method);
         if (method.len == ml && !memcmp(method.ptr, r->method, ml)) return r;
-        if (method.len == 4 && !memcmp(method.ptr, "HEAD", 4) && !strcmp(r->method, "GET"))
+        if (method.len == sizeof("HEAD") - 1 && !memcmp(method.ptr, "HEAD", method.len) &&
+            !strcmp(r->method, "GET"))
             return r;
     }
     return NULL;
@@ -356,10 +358,9 @@ static void dispatch(ug_server *srv, ug__conn *c, struct ug_request *ctx) {
     ctx->rstate = UG_RS_HANDLER;
     ctx->cancel_fn = NULL;
     ctx->resp_hdrs.len = 0;
+    ctx->own_hdrs = 0;
     int path_hit;
-    ug_str path = ug_req_path(ctx);
-    if (!path.len) path = (ug_str){"/", 1}; /* absolute-form target without a path */
-    const ug__route *r = find_route(srv, ug_req_method(ctx), path, &path_hit);
+    const ug__route *r = find_route(srv, ug_req_method(ctx), ug_req_path(ctx), &path_hit);
     if (!r) {
         if (path_hit)
             core_respond(ctx, 405, LIT_BODY("Method Not Allowed\n"));
@@ -490,8 +491,7 @@ static void process(ug_server *srv, ug__conn *c) {
             count_limit(srv, &ctx->http);
             /* The parser's flags come with the whole head: a HEAD refused before it ends
              * (414, 431, a bad field) is still answered without a body (RFC 9110 9.3.2). */
-            ctx->head =
-                (ctx->http.flags & UG_HTTP_HEAD) != 0 || (avail >= 5 && !memcmp(base, "HEAD ", 5));
+            ctx->head = (ctx->http.flags & UG_HTTP_HEAD) != 0 || ug__http_starts_head(base, avail);
             ctx->keep_alive = 0;
             if (ug__resp_error(ctx, ctx->http.error_status)) c->flags |= UG_CF_FAILED;
             ctx->parsing = 0;
@@ -796,6 +796,7 @@ ug_str ug_req_target(const ug_request *req) {
     return view(req, req->http.target);
 }
 ug_str ug_req_path(const ug_request *req) {
+    if (!req->http.path.len) return (ug_str){"/", 1}; /* an absolute-form target without one */
     return view(req, req->http.path);
 }
 ug_str ug_req_query(const ug_request *req) {

@@ -107,7 +107,7 @@ static int ieq(const char *a, uint32_t n, const char *lit, uint32_t lit_len) {
     return 1;
 }
 
-static int is_tchar(unsigned char c) {
+int ug__http_is_tchar(unsigned char c) {
     if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
@@ -398,7 +398,7 @@ static int on_headers_complete(http_parser *hp) {
     /* "METHOD SP target SP HTTP/": non-strict mode skips the literal and extra spaces. (With
      * major 1 the parser went through " ????/1.1" after the target: no over-read.) */
     uint32_t tend = r->target.off + r->target.len;
-    if (e + 1 != r->target.off || b[tend] != ' ' || memcmp(b + tend + 1, "HTTP/", 5) != 0) {
+    if (e + 1 != r->target.off || b[tend] != ' ' || memcmp(b + tend + 1, "HTTP/", sizeof("HTTP/") - 1) != 0) {
         fail(r, 400, "malformed request line");
         return -1;
     }
@@ -463,7 +463,7 @@ static int parser_error(ug__http_req *r, enum http_errno e, const char *base, ui
         unsigned char ch = (unsigned char)base[at];
         uint32_t m = 0;
         while (m < at && (base[m] == '\r' || base[m] == '\n')) m++;
-        if (is_tchar(ch) || (ch == ' ' && at > m)) return fail(r, 501, "unknown method");
+        if (ug__http_is_tchar(ch) || (ch == ' ' && at > m)) return fail(r, 501, "unknown method");
         return fail(r, 400, "malformed request line");
     }
     case HPE_INVALID_VERSION:
@@ -542,7 +542,7 @@ static const char *skip_ws(const char *p, const char *e) {
 }
 
 static const char *skip_token(const char *p, const char *e) {
-    while (p < e && is_tchar((unsigned char)*p)) p++;
+    while (p < e && ug__http_is_tchar((unsigned char)*p)) p++;
     return p;
 }
 
@@ -602,7 +602,7 @@ static int parse_chunk_line(const char *p, const char *e, uint64_t *size) {
 
 /* field-line = field-name ":" OWS field-value OWS; field-name = token; field-value holds no
  * CTL but HTAB (RFC 9110 5.5). p .. e is the line without its CRLF; it does not start with
- * SP or HTAB (head_lines_bad's obs-fold rule holds for the trailer section too). */
+ * SP or HTAB (an obs-fold line fails here: its name would be empty). */
 static int trailer_line_ok(const char *p, const char *e) {
     const char *name = p;
     p = skip_token(p, e);
@@ -733,6 +733,12 @@ int ug__http_parse(ug__http_req *r, char *base, uint32_t len) {
     default:
         return parse_body(r, base, len);
     }
+}
+
+int ug__http_starts_head(const char *base, uint32_t len) {
+    uint32_t m = 0; /* http-parser skips empty lines before the request line */
+    while (m < len && (base[m] == '\r' || base[m] == '\n')) m++;
+    return len - m >= sizeof("HEAD ") - 1 && !memcmp(base + m, "HEAD ", sizeof("HEAD ") - 1);
 }
 
 int ug__http_find_header(const ug__http_req *r, const char *base, const char *name,

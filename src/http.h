@@ -91,6 +91,12 @@ void ug__http_req_init(ug__http_req *r, const ug__http_limits *limits, ug__http_
  * after the end of the request (a pipelined next request) are never consumed. */
 int ug__http_parse(ug__http_req *r, char *base, uint32_t len);
 
+/* RFC 9110 5.6.2 tchar. */
+int ug__http_is_tchar(unsigned char c);
+/* Whether base[0 .. len) is the start of a HEAD request (for an error answered before the
+ * head is complete: no body). */
+int ug__http_starts_head(const char *base, uint32_t len);
+
 /* Case-insensitive lookup of the first header named name; returns its index or -1. */
 int ug__http_find_header(const ug__http_req *r, const char *base, const char *name,
                          uint32_t name_len);

@@ -19,7 +19,17 @@ void ug__date_refresh(ug_server *srv, int64_t sec) {
     struct tm tm;
     char date[UG__DATE_LEN + 1];
     size_t n = 0;
-    if (gmtime_r(&t, &tm)) n = strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    /* IMF-fixdate in English whatever the process's locale (strftime's %a and %b follow
+     * LC_TIME). */
+    static const char days[][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    if (gmtime_r(&t, &tm) && tm.tm_year + 1900 <= 9999) {
+        int k = snprintf(date, sizeof date, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
+                         tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                         tm.tm_sec);
+        if (k > 0) n = (size_t)k;
+    }
     srv->date_sec = sec;
     char *p = srv->std_hdrs + srv->server_line_len;
     if (n != UG__DATE_LEN) { /* a year beyond 9999: no Date rather than a wrong one */
@@ -28,7 +38,7 @@ void ug__date_refresh(ug_server *srv, int64_t sec) {
     }
     memcpy(p, "Date: ", sizeof("Date: ") - 1);
     memcpy(p + sizeof("Date: ") - 1, date, UG__DATE_LEN);
-    memcpy(p + sizeof("Date: ") - 1 + UG__DATE_LEN, "\r\n", 2);
+    memcpy(p + sizeof("Date: ") - 1 + UG__DATE_LEN, "\r\n", sizeof("\r\n") - 1);
     srv->std_hdrs_len = srv->server_line_len + (uint32_t)UG__DATE_LINE_LEN;
 }
 
@@ -39,7 +49,7 @@ void ug__std_hdrs_init(ug_server *srv) {
     if (name) {
         memcpy(p, "Server: ", sizeof("Server: ") - 1);
         memcpy(p + sizeof("Server: ") - 1, name, n);
-        memcpy(p + sizeof("Server: ") - 1 + n, "\r\n", 2);
+        memcpy(p + sizeof("Server: ") - 1 + n, "\r\n", sizeof("\r\n") - 1);
         srv->server_line_len = (uint32_t)(sizeof("Server: \r\n") - 1 + n);
     } else {
         srv->server_line_len = 0;
@@ -201,16 +211,11 @@ static int can_respond(const struct ug_request *req) {
     return req && (req->rstate == UG_RS_HANDLER || req->rstate == UG_RS_DEFERRED);
 }
 
-static int is_tchar(unsigned char c) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 /* field-name = token */
 static int valid_name(const char *s) {
     if (!*s) return 0;
     for (; *s; s++)
-        if (!is_tchar((unsigned char)*s)) return 0;
+        if (!ug__http_is_tchar((unsigned char)*s)) return 0;
     return 1;
 }
 
@@ -238,9 +243,9 @@ int ug_resp_header(ug_request *req, const char *name, const char *value) {
     size_t nl = strlen(name), vl = strlen(value);
     if (ug__buf_reserve(&req->resp_hdrs, nl + vl + sizeof(": \r\n") - 1)) return -ENOMEM;
     ug__buf_put(&req->resp_hdrs, name, nl);
-    ug__buf_put(&req->resp_hdrs, ": ", 2);
+    ug__buf_put(&req->resp_hdrs, ": ", sizeof(": ") - 1);
     ug__buf_put(&req->resp_hdrs, value, vl);
-    ug__buf_put(&req->resp_hdrs, "\r\n", 2);
+    ug__buf_put(&req->resp_hdrs, "\r\n", sizeof("\r\n") - 1);
     /* A handler's own Server or Date replaces the server's. */
     if (name_is(name, "Server")) req->own_hdrs |= UG_OWN_SERVER;
     if (name_is(name, "Date")) req->own_hdrs |= UG_OWN_DATE;
@@ -305,7 +310,7 @@ int ug_resp_write(ug_request *req, const void *data, size_t len) {
         ug__buf_put(ob, size_line, (size_t)n);
     }
     ug__buf_put(ob, data, len);
-    if (req->chunked_out) ug__buf_put(ob, "\r\n", 2);
+    if (req->chunked_out) ug__buf_put(ob, "\r\n", sizeof("\r\n") - 1);
     ug__mark_dirty(req->srv, req->conn);
     return 0;
 }

@@ -594,11 +594,12 @@ int ug_server_run(ug_server *srv, ug_report *report) {
 
 /* ---------------------------------------------------------------- create / free ---- */
 
-/* Visible ASCII and spaces only: it goes into every response head as is. */
+/* Visible ASCII and inner spaces only, not empty: it goes into every response head as is
+ * (RFC 9110 10.2.4: products and comments separated by whitespace). */
 static int server_name_ok(const char *name) {
     if (!name) return 1;
     size_t n = strlen(name);
-    if (n > UG_SERVER_NAME_MAX) return 0;
+    if (n == 0 || n > UG_SERVER_NAME_MAX || name[0] == ' ' || name[n - 1] == ' ') return 0;
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)name[i] < 0x20 || (unsigned char)name[i] > 0x7e) return 0;
     return 1;

@@ -136,6 +136,13 @@ static ug_handler_result h_defer_answer(ug_request *req, void *user) {
     return UG_LATER;
 }
 
+/* Sets its own Date, then defers (and never answers). */
+static ug_handler_result h_defer_date(ug_request *req, void *user) {
+    (void)user;
+    ug_resp_header(req, "Date", "Thu, 01 Jan 1970 00:00:00 GMT");
+    return h_defer(req, NULL);
+}
+
 /* ---------------------------------------------------------------- fixture ---- */
 
 static int start_cfg(ug_config *cfg) {
@@ -153,6 +160,7 @@ static int start_cfg(ug_config *cfg) {
     ug_route(srv, "GET", "/timer", UG_ROUTE_EXACT, h_timer, NULL);
     ug_route(srv, "GET", "/slow", UG_ROUTE_EXACT, h_slow, NULL);
     ug_route(srv, "GET", "/defer-answer", UG_ROUTE_EXACT, h_defer_answer, NULL);
+    ug_route(srv, "GET", "/defer-date", UG_ROUTE_EXACT, h_defer_date, NULL);
     ug_route(srv, NULL, "/", UG_ROUTE_PREFIX, h_echo, NULL);
     mock_run(srv);
     return 0;
@@ -1720,6 +1728,121 @@ static void test_pipeline_then_eof_all_answered(void) {
     finish();
 }
 
+/* Regression (review): reading is paused (the parked input passed its bound) and the recv
+ * ends by itself with ENOBUFS in the same batch, before the pause's cancel reaches it. The
+ * ENOBUFS path re-armed it: paused and armed for good, the bound gone. */
+static void test_enobufs_during_pause_stays_paused(void) {
+    start_big_output();
+    mock_wire(0);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    mock_recv_str(cn.recv_ud, GET_DEFER, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    size_t n = (70u * 1024) / (sizeof GET_A - 1) + 1, len = n * (sizeof GET_A - 1);
+    char *big = malloc(len);
+    CU_ASSERT_FATAL(big != NULL);
+    for (size_t i = 0; i < n; i++) memcpy(big + i * (sizeof GET_A - 1), GET_A, sizeof GET_A - 1);
+    unsigned from = mock_nops();
+    mock_hold();
+    mock_recv(cn.recv_ud, big, len, UG__CF_MORE); /* parked over the bound: the pause */
+    mock_complete(cn.recv_ud, -ENOBUFS, 0);       /* ... but the recv had ended already */
+    mock_release();
+    free(big);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(mock_cancels_of(cn.recv_ud), 1);
+    CU_ASSERT_EQUAL(mock_count(MK_RECV, cn.fd, from), 0); /* not re-armed while paused */
+    /* The deferred request is answered, the responses sent: reading resumes, once. */
+    struct late l = {g.id, 0, -1};
+    CU_ASSERT_EQUAL(mock_on_loop(srv, respond_late, &l), 0);
+    CU_ASSERT_EQUAL(l.rc, 0);
+    for (int i = 0; i < 8 && mock_complete_send(cn.fd, MOCK_ALL); i++) mock_sync();
+    CU_ASSERT_EQUAL(g.handled, (int)n);
+    CU_ASSERT_EQUAL(mock_count(MK_RECV, cn.fd, from), 1);
+    finish();
+}
+
+/* The same race on the output bound's pause. */
+static void test_enobufs_during_output_pause_stays_paused(void) {
+    ug_config cfg;
+    mock_base_cfg(&cfg);
+    cfg.max_output_bytes = 4096;
+    CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
+    mock_wire(0);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    enum { N = 200 };
+    size_t len = N * (sizeof GET_A - 1);
+    char *many = malloc(len);
+    CU_ASSERT_FATAL(many != NULL);
+    for (size_t i = 0; i < N; i++) memcpy(many + i * (sizeof GET_A - 1), GET_A, sizeof GET_A - 1);
+    unsigned from = mock_nops();
+    mock_recv(cn.recv_ud, many, len, UG__CF_MORE);
+    free(many);
+    CU_ASSERT_EQUAL(mock_sync(), 0); /* parsing stops at the bound; the pause's cancel */
+    CU_ASSERT_EQUAL(mock_cancels_of(cn.recv_ud), 1);
+    mock_complete(cn.recv_ud, -ENOBUFS, 0); /* ... finds the recv ended by itself */
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(mock_count(MK_RECV, cn.fd, from), 0);
+    for (int i = 0; i < 4 * N && mock_complete_send(cn.fd, MOCK_ALL); i++) mock_sync();
+    CU_ASSERT_EQUAL(g.handled, N);
+    CU_ASSERT_EQUAL(mock_count(MK_RECV, cn.fd, from), 1);
+    finish();
+}
+
+/* Regression (review): a handler's own Date flag outlived its request when it ended
+ * without a response (here: the client reset it), and the next request served from the
+ * recycled context got no Date at all. */
+static void test_own_date_does_not_leak_to_the_next_request(void) {
+    start();
+    mock_auto(1, 1);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    mock_recv_str(cn.recv_ud, "GET /defer-date HTTP/1.1\r\nHost: t\r\n\r\n", UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    mock_complete(cn.recv_ud, -ECONNRESET, 0);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    CU_ASSERT_EQUAL(g.cancels, 1);
+    CU_ASSERT_FATAL(mock_accept(&cn2, UG__CF_MORE) == 0);
+    unsigned from = mock_nops();
+    mock_recv_str(cn2.recv_ud, GET_HELLO, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    mock_op *s = mock_last(MK_SEND, cn2.fd, from);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    mock_resp r;
+    CU_ASSERT(mock_parse_resp(s->data, s->len, 0, 0, &r) > 0);
+    CU_ASSERT_EQUAL(mock_resp_header_count(&r, "Date"), 1);
+    CU_ASSERT_EQUAL(mock_resp_header_count(&r, "Server"), 1);
+    mock_resp_free(&r);
+    finish();
+}
+
+/* An absolute-form target without a path is routed as "/" and ug_req_path says "/" too; a
+ * HEAD refused before its head is complete gets no body, also behind empty lines. */
+static void test_path_of_absolute_form_and_early_head(void) {
+    ug_config cfg;
+    mock_base_cfg(&cfg);
+    cfg.max_uri_bytes = 64;
+    CU_ASSERT_FATAL(start_cfg(&cfg) == 0);
+    mock_auto(1, 1);
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    unsigned from = mock_nops();
+    mock_recv_str(cn.recv_ud, "GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    const char *slash[] = {"/"};
+    assert_responses(mock_last(MK_SEND, cn.fd, from), 1, slash);
+    CU_ASSERT_FATAL(mock_accept(&cn2, UG__CF_MORE) == 0);
+    from = mock_nops();
+    char req[256];
+    snprintf(req, sizeof req, "\r\nHEAD /%0100d HTTP/1.1\r\nHost: h\r\n\r\n", 0);
+    mock_recv_str(cn2.recv_ud, req, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    mock_op *s = mock_last(MK_SEND, cn2.fd, from);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    mock_resp r;
+    long used = mock_parse_resp(s->data, s->len, 1, 0, &r);
+    CU_ASSERT_EQUAL(r.status, 414);
+    CU_ASSERT_EQUAL(used, (long)s->len); /* the head only: no body after it */
+    mock_resp_free(&r);
+    finish();
+}
+
 static void register_suites(void) {
     CU_pSuite s = CU_add_suite("conn", NULL, NULL);
     CU_add_test(s, "one GET, one send", test_one_get_one_send);
@@ -1790,6 +1913,14 @@ static void register_suites(void) {
                 test_shutdown_without_memory);
     CU_add_test(s, "pipelined requests then EOF: all answered",
                 test_pipeline_then_eof_all_answered);
+    CU_add_test(s, "ENOBUFS racing the input pause: stays paused",
+                test_enobufs_during_pause_stays_paused);
+    CU_add_test(s, "ENOBUFS racing the output pause: stays paused",
+                test_enobufs_during_output_pause_stays_paused);
+    CU_add_test(s, "a handler's own Date does not leak to the next request",
+                test_own_date_does_not_leak_to_the_next_request);
+    CU_add_test(s, "absolute-form path is /; an early HEAD refusal has no body",
+                test_path_of_absolute_form_and_early_head);
 }
 
 int main(void) {

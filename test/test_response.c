@@ -775,8 +775,8 @@ static int fill_case(unsigned k, const char *target, int head, int minor, int cl
         mock_resp_free(&r2);
     }
     if (!ok)
-        fprintf(stderr, "\n    fill %u, %s%s 1.%d close=%d mode=%u: bad responses (%zu bytes)\n",
-                k, head ? "HEAD " : "", target, minor, closing, mode, len);
+        fprintf(stderr, "\n    fill %u, %s%s 1.%d close=%d mode=%u: bad responses (%zu bytes)\n", k,
+                head ? "HEAD " : "", target, minor, closing, mode, len);
     free(out);
     mock_conn_close(&cn);
     mock_sync();
@@ -785,8 +785,8 @@ static int fill_case(unsigned k, const char *target, int head, int minor, int cl
 
 /* Fill levels so that the target head starts within [cap - 300, cap + 8] of each boundary:
  * the fill response is head0 + k bytes, head0 measured with k = 0. */
-static void sweep(unsigned head0, unsigned step, const char *target, int head, int minor, int closing,
-                  int status, unsigned mode, unsigned *cases, unsigned *bad) {
+static void sweep(unsigned head0, unsigned step, const char *target, int head, int minor,
+                  int closing, int status, unsigned mode, unsigned *cases, unsigned *bad) {
     static const unsigned caps[] = {1024, 2048};
     for (size_t b = 0; b < sizeof caps / sizeof caps[0]; b++) {
         for (unsigned lvl = caps[b] - 300; lvl <= caps[b] + 8; lvl += step) {
@@ -812,11 +812,10 @@ static unsigned fill_head0(void) {
 
 static void test_head_writer_fill_levels(void) {
     memset(fill_bytes, 'f', sizeof fill_bytes);
-    static const int statuses[] = {200, 201, 202, 203, 204, 205, 206, 299, 301, 302, 303, 304,
-                                   305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408,
-                                   409, 410, 411, 412, 413, 414, 415, 416, 417, 418, 421, 422,
-                                   423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503,
-                                   504, 505, 999};
+    static const int statuses[] = {200, 201, 202, 203, 204, 205, 206, 299, 301, 302, 303, 304, 305,
+                                   307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410,
+                                   411, 412, 413, 414, 415, 416, 417, 418, 421, 422, 423, 424, 425,
+                                   426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505, 999};
     static const int longest[] = {203, 407, 431, 451, 505};
     unsigned cases = 0, bad = 0;
     char target[128];
@@ -854,12 +853,44 @@ static void test_head_writer_fill_levels(void) {
     fprintf(stderr, "(%u cases) ", cases);
 }
 
+/* server_name goes into every head: visible ASCII and inner spaces, at most
+ * UG_SERVER_NAME_MAX bytes, or ug_server_create refuses it. */
+static void test_server_name_checked(void) {
+    static const char *bad[] = {"ugate\r\nX-Evil: 1", "a\nb", "a\tb", "", " ugate", "ugate ",
+                                "caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ug_config cfg;
+        mock_base_cfg(&cfg);
+        cfg.server_name = bad[i];
+        mock_reset();
+        ug_server *s = NULL;
+        CU_ASSERT_EQUAL(mock_server_create(&s, &cfg), -EINVAL);
+        CU_ASSERT_PTR_NULL(s);
+    }
+    char longest[UG_SERVER_NAME_MAX + 2];
+    memset(longest, 'n', sizeof longest);
+    longest[UG_SERVER_NAME_MAX + 1] = 0;
+    ug_config cfg;
+    mock_base_cfg(&cfg);
+    cfg.server_name = longest;
+    mock_reset();
+    ug_server *s = NULL;
+    CU_ASSERT_EQUAL(mock_server_create(&s, &cfg), -EINVAL);
+    longest[UG_SERVER_NAME_MAX] = 0; /* exactly the longest allowed */
+    CU_ASSERT_EQUAL(mock_server_create(&s, &cfg), 0);
+    ug_server_free(s);
+    cfg.server_name = "ugate/1.0 (linux)";
+    CU_ASSERT_EQUAL(mock_server_create(&s, &cfg), 0);
+    ug_server_free(s);
+}
+
 static void register_suites(void) {
     CU_pSuite s = CU_add_suite("response", NULL, NULL);
     CU_add_test(s, "status line and headers", test_status_line_and_headers);
     CU_add_test(s, "other statuses", test_other_statuses);
     CU_add_test(s, "invalid ug_resp_send arguments", test_invalid_send_arguments);
     CU_add_test(s, "no Server header when unnamed", test_no_server_header_when_unnamed);
+    CU_add_test(s, "server_name is checked", test_server_name_checked);
     CU_add_test(s, "HEAD suppresses the body", test_head_suppresses_body);
     CU_add_test(s, "204 has no Content-Length", test_204_no_content_length);
     CU_add_test(s, "ug_resp_header validation", test_resp_header_validation);
