@@ -260,10 +260,11 @@ void ug__gate_check_limit(ug_server *srv) {
     uint32_t max = srv->cfg.max_conns;
     if (gate(srv) >= UG_GATE_DRAINING || srv->lfd < 0) return;
     if (!srv->accept_paused) {
-        if (srv->conns_open >= max && srv->accept_armed) {
+        /* No room to cancel: tried again at the next accept or close. */
+        if (srv->conns_open >= max && srv->accept_armed &&
+            srv->be_ops->cancel(srv->be, UG_UD(UG_OP_ACCEPT, 0, 0)) == 0) {
             srv->accept_paused = 1;
             srv->stats.accept_pauses++;
-            srv->be_ops->cancel(srv->be, UG_UD(UG_OP_ACCEPT, 0, 0));
         }
         return;
     }
