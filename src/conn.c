@@ -746,6 +746,7 @@ void ug__conn_timeout(ug_server *srv, ug__conn *c, enum ug__tq q) {
             ctx->cancel_fn = NULL;
             srv->stats.timeouts_handler++;
             ctx->rstate = UG_RS_HANDLER;
+            ctx->resp_hdrs.len = 0; /* fields a handler added were for its own answer */
             core_respond(ctx, 503, LIT_BODY("Service Unavailable\n"));
             ug__mark_dirty(srv, c); /* core_respond may have failed it: the flush closes it */
             if (fn) {
