@@ -285,6 +285,29 @@ static void test_reorder(void) {
     expect_clean(&s, "reorder", 1);
 }
 
+/* A deferred answer fails for want of memory after its handler added fields; the handler
+ * timeout then answers 503: without the handler's fields (X-Req here), which were meant for
+ * its own answer. */
+static void test_timeout_503_fields(void) {
+    script s;
+    header(&s, 1, 0, 8, 0); /* short timeouts: handler 1200 ms */
+    s.b[7] = 3;             /* a world seed whose timer comes before the handler timeout */
+    step(&s, 0, 1);
+    ev(&s, SIM_E_ACCEPT, 1, -1);
+    step(&s, 0, 2);
+    req(&s, 0, R_TIMER, 0x40, 0);
+    ev(&s, SIM_E_DATA, 0, 3);
+    step(&s, 0, 1);
+    ev(&s, SIM_E_ALLOC, 1, -1); /* the 2nd allocation from here: the answer's output buffer */
+    quiet(&s);                  /* the request's timer: the answer fails */
+    quiet(&s);                  /* the handler timeout: 503 */
+    for (int i = 0; i < 3; i++) {
+        step(&s, 0, 1);
+        ev(&s, SIM_E_SEND, 0, 0);
+    }
+    expect_clean(&s, "timeout 503 fields", 1);
+}
+
 static int run_file(const char *path, int trace) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -341,6 +364,7 @@ int main(int argc, char **argv) {
         {"requests_cancelled counts callbacks", test_cancel_count},
         {"output bounded for a client that does not read", test_output_bound},
         {"input order when answered from a callback mid-batch", test_reorder},
+        {"the handler timeout's 503 drops the handler's fields", test_timeout_503_fields},
     };
     size_t ncases = sizeof cases / sizeof cases[0];
 
