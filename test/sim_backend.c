@@ -2170,6 +2170,12 @@ static void final_checks(void) {
     if (st.requests_cancelled != S.cancels_seen && !(S.o.waive & SIM_WAIVE_CANCEL_COUNT))
         violation("stats: requests_cancelled %llu, %u cancel callbacks fired",
                   (unsigned long long)st.requests_cancelled, S.cancels_seen);
+    const ug_report *rp = &S.report;
+    if (rp->conns_drained + rp->conns_forced != rp->conns_at_close + rp->accepted_at_close)
+        violation("report: %llu drained + %llu forced, %llu open at the close + %llu taken then",
+                  (unsigned long long)rp->conns_drained, (unsigned long long)rp->conns_forced,
+                  (unsigned long long)rp->conns_at_close,
+                  (unsigned long long)rp->accepted_at_close);
     if (st.timeouts_handler < S.timeout_cancels)
         violation("stats: timeouts_handler %llu < %u timeout cancels",
                   (unsigned long long)st.timeouts_handler, S.timeout_cancels);
