@@ -35,10 +35,12 @@
 static uint64_t cur_seed;
 static const char *cur_what = "";
 
+#ifdef HAVE_ASAN
 static void on_asan_death(void) {
     fprintf(stderr, "test_fault: died in %s, seed %llu (rerun: test_fault seed %llu trace)\n",
             cur_what, (unsigned long long)cur_seed, (unsigned long long)cur_seed);
 }
+#endif
 
 /* The script for a seed: random bytes, with the header shaped so that every seed injects
  * faults (half the seeds at a high rate) and timeouts are short enough to happen. */
