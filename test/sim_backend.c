@@ -165,7 +165,7 @@ typedef struct bent {
     int kind, idx; /* connection or timer index */
 } bent;
 
-enum skind { SK_ACCEPT, SK_RECV, SK_SEND, SK_CANCEL, SK_TIMER, SK_TIMER_CANCEL, SK_COUNT };
+enum skind { SK_ACCEPT, SK_RECV, SK_SEND, SK_CANCEL, SK_TIMER, SK_TIMER_CANCEL, SK_WAIT, SK_COUNT };
 
 struct ug__backend {
     int dummy;
@@ -182,7 +182,7 @@ static struct sim {
     ug_config cfg;
     ug_report report;
     unsigned steps;
-    int in_run, after_run, clean;
+    int in_run, after_run, clean, freeing;
 
     /* backend */
     ug__backend be;
@@ -222,7 +222,7 @@ static struct sim {
     unsigned wind_steps;
     uint64_t wind_t0;
     int shutdown_asked, forced_seen;
-    int hang, hang_waived;
+    int hang, hang_waived, wait_failed;
     unsigned hang_steps;
     int hook_hold;
     unsigned holds_taken, holds_released, holds_posted;
@@ -1114,9 +1114,9 @@ static void on_cancel(ug_request *req, ug_cancel_reason why, void *user) {
     } else {
         S.conns[r->conn].lossy = 1;
     }
-    if (why == UG_CANCEL_DEADLINE && !S.shutdown_asked)
+    if (why == UG_CANCEL_DEADLINE && !S.shutdown_asked && !S.wait_failed && !S.hang)
         violation("request %u: DEADLINE cancel without a shutdown", r->id);
-    if (why == UG_CANCEL_SERVER_FREE && S.clean)
+    if (why == UG_CANCEL_SERVER_FREE && (S.clean || S.wait_failed))
         violation("request %u: still live when the run ended (SERVER_FREE)", r->id);
     r->cancelled = 1;
     r->cancel_reason = (uint8_t)why;
@@ -1469,8 +1469,11 @@ static void event(uint8_t byte) {
     case SIM_E_FAIL_SUBMIT:
         a = sc_u8();
         b = sc_u8();
-        if (S.faults_now && (S.submit_rate || S.alloc_rate || S.o.faults > 0))
-            S.fail_next[a % SK_COUNT] = (b & 1) ? -EBUSY : -ENOMEM;
+        if (S.faults_now && (S.submit_rate || S.alloc_rate || S.o.faults > 0)) {
+            int k = a % SK_COUNT;
+            if (k == SK_WAIT && (b & 0x1e)) k = SK_RECV; /* a failing loop: now and then */
+            S.fail_next[k] = (b & 1) ? -EBUSY : -ENOMEM;
+        }
         break;
     case SIM_E_KERNEL:
         kernel_pending(sc_u8() & 1);
@@ -1491,8 +1494,10 @@ static void event(uint8_t byte) {
         c = pick(sc_u8());
         a = sc_u8();
         unsigned n = 1 + (a % 64) * 4;
+        /* [6]: behind a deferred request (input parks); [7]: POSTs with bodies */
+        if (c && (a & 0x40)) add_request(c, 3, 0x40, 0);
         for (unsigned i = 0; c && i < n; i++)
-            add_request(c, 0, (uint8_t)(0xe0 | (i & 1)), 0); /* GET, ~64 KB answers */
+            add_request(c, (a & 0x80) ? 0x20 : 0, (uint8_t)(0xe0 | (i & 1)), 0); /* ~64 KB */
         break;
     }
     case SIM_E_BACKLOG:
@@ -1586,6 +1591,10 @@ static int wind_step(int force) {
         sim_conn *c = &S.conns[i];
         if (c->closed || c->reset) continue;
         if (c->send_armed) send_done(c, (int32_t)c->send_len);
+        if (pending(c) && S.wind_steps > 600) { /* a client that gives up on the rest */
+            trace("conn %d: the client drops %zu unsent bytes", idx_of(c), pending(c));
+            c->out.len = c->delivered;
+        }
         if (c->recv_armed && pending(c) && !c->shut_rd) {
             recv_data(c, (size_t)S.bufsize * 2, 0);
             c->idle = 0;
@@ -1701,6 +1710,12 @@ static void deliver(ug__completion_cb cb, void *ctx) {
 static int sim_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, void *ctx) {
     (void)b;
     S.steps++;
+    if (S.faults_now && S.fail_next[SK_WAIT]) { /* the loop fails: ug_server_run must end */
+        S.fail_next[SK_WAIT] = 0;
+        S.wait_failed = 1;
+        trace("wait fails: -EIO");
+        return -EIO;
+    }
     int woken = S.woken;
     S.woken = 0;
     S.last_timeout = timeout_ns;
@@ -1720,6 +1735,8 @@ static int sim_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, vo
         }
         if (S.wind) {
             S.wind_steps++;
+            advance(1000000); /* time passes however busy the world is */
+            fire_timers();
             int did = wind_step(0);
             if (S.wind_steps % 8 == 3) did |= wind_posts();
             if (S.wind_steps > S.o.wind_steps)
@@ -2239,7 +2256,7 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
         trace("run returned %d", res->run_rc);
         S.clean = res->run_rc >= 0 && !S.hang;
         /* The one documented failure: the first accept could not be armed. */
-        if (res->run_rc < 0 && !S.hang && !(res->run_rc == -EIO && S.steps == 0))
+        if (res->run_rc < 0 && !S.hang && !S.wait_failed && !(res->run_rc == -EIO && S.steps == 0))
             violation("ug_server_run: %d", res->run_rc);
         if (S.srv->forced && !S.forced_seen) /* forced in the run's last iteration */
             for (unsigned i = 0; i < S.nconns; i++)
@@ -2247,7 +2264,14 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
         for (unsigned i = 0; i < S.nconns; i++) check_conn(&S.conns[i]);
         final_checks();
         S.after_run = 1;
+        S.freeing = 1;
         ug_server_free(S.srv);
+        S.freeing = 0;
+        for (unsigned i = 0; i < S.nconns; i++) { /* whatever the run's end, free closes all */
+            sim_conn *c = &S.conns[i];
+            if (c->fd >= 0 && !c->closed && (c->backlog ? ino_of(c->fd) == c->ino : fd_open(c->fd)))
+                violation("conn %d: fd %d still open after ug_server_free", (int)i, c->fd);
+        }
     } else if (rc != -ENOMEM) {
         violation("ug__server_create_ops: %d", rc);
     }

@@ -88,12 +88,14 @@ enum sim_event {
     SIM_E_RESET,       /* c: the client resets */
     SIM_E_ENOBUFS,     /* c: the recv ends with -ENOBUFS */
     SIM_E_ACCEPT_ERR,  /* e: EMFILE, ENFILE, ENOMEM, ENOBUFS, ECONNABORTED */
-    SIM_E_FAIL_SUBMIT, /* k, e: the next submission of kind k fails (-EBUSY / -ENOMEM) */
+    SIM_E_FAIL_SUBMIT, /* k, e: the next submission of kind k fails (-EBUSY / -ENOMEM); kind 6
+                          with e & 0x1e == 0: the next wait() fails (-EIO) */
     SIM_E_KERNEL,      /* a: deliver the kernel's pending completions (cancels, EOFs, ...) */
     SIM_E_SHUTDOWN,    /* a: graceful (delay, timeout from a) or immediate */
     SIM_E_ALLOC,       /* a: fail the a-th next allocation */
     SIM_E_POST,        /* a: another thread posts the answer to a deferred request */
-    SIM_E_PIPELINE,    /* c, n: the client pipelines n small requests with large answers */
+    SIM_E_PIPELINE,    /* c, n: the client pipelines 1 + (n % 64) * 4 requests with large
+                          answers ([6]: behind a deferred one, [7]: POSTs with bodies) */
     SIM_E_RAW,         /* c, n, bytes: the client sends n raw bytes */
     SIM_E_DATA2,       /* c, n: like DATA (weights DATA up) */
     SIM_E_SEND2,       /* c, m: like SEND */
