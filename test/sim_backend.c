@@ -105,7 +105,7 @@ typedef struct sim_req {
     int conn;
     int prev;                    /* previous request on the connection, -1 */
     size_t start, head_end, end; /* offsets in the connection's client stream */
-    uint8_t kind, head, post, minor, want_close, expect, chunked, nhdrs, ctype;
+    uint8_t kind, head, post, minor, want_close, expect, chunked, nhdrs, ctype, get_route;
     uint16_t status;
     uint16_t errs; /* E4xx: the refusal expected */
     uint32_t resp_len, body_len, delay_ms;
@@ -919,13 +919,15 @@ static void add_request(sim_conn *c, uint8_t r0, uint8_t r1, uint8_t r2) {
 
     sbuf h = {0};
     const char *method = r->head ? "HEAD" : r->post ? "POST" : (rnd(8) == 0 ? "DELETE" : "GET");
+    /* a GET route (which answers HEAD too) now and then, for GET and HEAD */
+    r->get_route = kind <= K_TWICE && (r->head || !strcmp(method, "GET")) && rnd(4) == 0;
     sb_printf(&h, "%s ", method);
     if (kind == K_NOTFOUND)
         sb_printf(&h, "/none/%u", r->id);
     else if (kind == K_METHOD)
         sb_str(&h, "/post-only");
     else
-        sb_printf(&h, "/k/%u", r->id);
+        sb_printf(&h, "%s/%u", r->get_route ? "/kg" : "/k", r->id);
     if (kind == K_LIMIT && pad == 1) {
         sb_str(&h, "?u=");
         for (uint32_t i = 0; i < cfg->max_uri_bytes + 50; i++) sb_add(&h, "u", 1);
@@ -1187,7 +1189,7 @@ static ug_handler_result h_main(ug_request *req, void *user) {
     if (c->delivered < r->end) violation("request %u dispatched before all of it arrived", r->id);
     if (r->errs) violation("request %u (%s) should have been refused", r->id, kind_name[r->kind]);
     char path[32];
-    snprintf(path, sizeof path, "/k/%u", r->id);
+    snprintf(path, sizeof path, "%s/%u", r->get_route ? "/kg" : "/k", r->id);
     ug_str p = ug_req_path(req);
     if (p.len != strlen(path) || memcmp(p.ptr, path, p.len))
         violation("request %u: the handler sees path %.*s", r->id, (int)(p.len < 64 ? p.len : 64),
@@ -2240,6 +2242,7 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
     trace("server created: %d", rc);
     if (rc == 0) {
         if (ug_route(S.srv, NULL, "/k/", UG_ROUTE_PREFIX, h_main, NULL) ||
+            ug_route(S.srv, "GET", "/kg/", UG_ROUTE_PREFIX, h_main, NULL) ||
             ug_route(S.srv, "POST", "/post-only", UG_ROUTE_EXACT, h_main, NULL) ||
             ug_server_on_shutdown(S.srv, on_shutdown, NULL))
             violation("setting up routes failed");
