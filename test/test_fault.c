@@ -310,6 +310,32 @@ static void test_timeout_503_fields(void) {
     expect_clean(&s, "timeout 503 fields", 1);
 }
 
+/* Clients whose handshake completed before the gate closed wait in the listener's queue: the
+ * gate takes them (accept4 until EAGAIN) and serves them; none is reset by the close. */
+static void test_gate_takes_queue(void) {
+    script s;
+    header(&s, 0, 0, 0, 0);
+    step(&s, 0, 1);
+    ev(&s, SIM_E_ACCEPT, 1, -1);
+    step(&s, 0, 3);
+    ev(&s, SIM_E_BACKLOG, -1, -1);
+    ev(&s, SIM_E_BACKLOG, -1, -1);
+    ev(&s, SIM_E_BACKLOG, -1, -1);
+    step(&s, 0, 2);
+    req(&s, 0, R_TIMER, 0x40, 0);
+    ev(&s, SIM_E_DATA, 0, 3);
+    step(&s, 0, 1);
+    ev(&s, SIM_E_SHUTDOWN, 0x61, -1); /* graceful, no delay, 500 ms */
+    step(&s, 0, 1);
+    ev(&s, SIM_E_KERNEL, 1, -1); /* the accept's cancel completes: the queue is drained */
+    step(&s, 0, 3);
+    req(&s, 1, R_IMM, 0x40, 0); /* one of the clients taken from the queue asks something */
+    ev(&s, SIM_E_DATA, 1, 3);
+    ev(&s, SIM_E_SEND, 1, 0);
+    quiet(&s);
+    expect_clean(&s, "gate takes the queue", 1);
+}
+
 static int run_file(const char *path, int trace) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -367,6 +393,7 @@ int main(int argc, char **argv) {
         {"output bounded for a client that does not read", test_output_bound},
         {"input order when answered from a callback mid-batch", test_reorder},
         {"the handler timeout's 503 drops the handler's fields", test_timeout_503_fields},
+        {"clients queued when the gate closes are taken, not reset", test_gate_takes_queue},
     };
     size_t ncases = sizeof cases / sizeof cases[0];
 
