@@ -199,7 +199,7 @@ static void test_lame_duck_timer_enomem(void) {
     ev(&s, SIM_E_DATA, 0, 3);
     step(&s, 0, 2);
     ev(&s, SIM_E_ALLOC, 0, -1);              /* the next allocation fails */
-    ev(&s, SIM_E_SHUTDOWN, 0x11 | 0x60, -1); /* graceful, 500 ms delay, 2 s timeout */
+    ev(&s, SIM_E_SHUTDOWN, 0x11 | 0x60, -1); /* graceful, 50 ms delay, 500 ms timeout */
     for (int i = 0; i < 3; i++) {
         step(&s, 0, 1);
         ev(&s, SIM_E_SEND, 0, 0);
