@@ -106,6 +106,17 @@ S["sibling-answer"] = header() + step(ev("ACCEPT", 1), ev("ACCEPT", 1)) + \
     step(req(0, 5), req(1, 5)) + step(data(0), data(1)) + step(req(0, 0)) + \
     step(data(0), ev("RESET", 1), data(0)) + step(send(0))
 
+# clients queued in the listener when the gate closes; a failing wait()
+S["gate-queue"] = header() + step(ev("ACCEPT", 1)) + \
+    step(ev("BACKLOG"), ev("BACKLOG"), ev("BACKLOG")) + step(req(0, 3), data(0)) + \
+    step(ev("SHUTDOWN", 0x61)) + step(ev("KERNEL", 1)) + step(req(1, 0), data(1), send(1)) + quiet()
+S["wait-fails"] = header(h3=8) + step(ev("ACCEPT", 1)) + step(req(0, 5), data(0)) + \
+    step(ev("FAIL_SUBMIT", 6, 0)) + step(send(0))
+S["enobufs-rearm"] = header(h3=8) + step(ev("ACCEPT", 1)) + step(req(0, 0, 0xf0)) + step(data(0)) + \
+    step(ev("FAIL_SUBMIT", 1, 0), ev("ENOBUFS", 0)) + step(send(0)) + step(send(0))
+S["pipeline-parked"] = header() + step(ev("ACCEPT", 1)) + step(ev("PIPELINE", 0, 0xff)) + \
+    b"".join(step(data(0)) for _ in range(8)) + step(ev("POST", 0)) + step(send(0))
+
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus", "conn")
 os.makedirs(out, exist_ok=True)
 for name, blob in S.items():
