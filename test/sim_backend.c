@@ -593,6 +593,8 @@ static void check_send_unchanged(sim_conn *c, const char *when) {
 
 static int sim_cancel(ug__backend *b, uint64_t target) {
     (void)b;
+    if (UG__UD_RESERVED(target))
+        violation("cancel of a reserved user_data %#llx", (unsigned long long)target);
     int e = submit_fault(SK_CANCEL);
     int hit = 0;
     if (S.acc_armed && S.acc_ud == target) {
@@ -639,6 +641,7 @@ static int sim_timer(ug__backend *b, uint64_t deadline_ns, uint64_t ud) {
 
 static int sim_timer_cancel(ug__backend *b, uint64_t ud) {
     (void)b;
+    if (UG__UD_RESERVED(ud)) violation("timer_cancel of a reserved user_data");
     int e = submit_fault(SK_TIMER_CANCEL);
     if (e) return e;
     for (int i = 0; i < MAXT; i++)
