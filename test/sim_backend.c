@@ -145,7 +145,9 @@ typedef struct sim_conn {
     int shut_rd;    /* the core shut its read side */
     int eof, reset; /* the client's side */
     int lossy;      /* something allowed responses to be lost or cut */
-    unsigned idle;  /* wind-down steps with nothing to do */
+    size_t live_in; /* bytes read into a live request's parked input */
+    int live_reported;
+    unsigned idle; /* wind-down steps with nothing to do */
     /* the client's stream */
     sbuf out;
     size_t delivered, dseen;
@@ -701,6 +703,18 @@ static size_t pending(const sim_conn *c) {
     return c->out.len - c->delivered;
 }
 
+static int deferred_kind(int k);
+
+/* A request of the connection is live in its handler's hands (known for those with a cancel
+ * callback): the core parks what arrives and stops reading past its bound. */
+static int conn_live(const sim_conn *c) {
+    for (unsigned k = c->nrq; k-- > 0;) {
+        const sim_req *r = &S.reqs[c->rq[k]];
+        if (r->dispatched) return deferred_kind(r->kind) && r->has_cb && !terminal(r);
+    }
+    return 0;
+}
+
 /* Up to n client bytes in completions of at most a buffer each; the last one ends the
  * multishot recv when final is set. Returns the bytes delivered. */
 static size_t recv_data(sim_conn *c, size_t n, int final) {
@@ -728,6 +742,20 @@ static size_t recv_data(sim_conn *c, size_t n, int final) {
         e->c.buf_id = (uint32_t)id;
         c->delivered += chunk;
         done += chunk;
+        if (!c->recv_cancelled && conn_live(c)) {
+            /* parked input: 64 KiB, then the recv is cancelled; what one batch carries may
+             * still come (posted before the cancel), nothing after */
+            c->live_in += chunk;
+            size_t bound = (64u << 10) + (size_t)S.nbufs * S.bufsize * 2 + 65536;
+            if (c->live_in > bound && !c->live_reported) {
+                c->live_reported = 1;
+                violation("conn %d: %zu bytes read while a request is live (parked input "
+                          "unbounded)",
+                          idx_of(c), c->live_in);
+            }
+        } else if (!conn_live(c)) {
+            c->live_in = 0;
+        }
         n -= chunk;
         if (last) {
             c->recv_armed = 0;

@@ -336,6 +336,34 @@ static void test_gate_takes_queue(void) {
     expect_clean(&s, "gate takes the queue", 1);
 }
 
+/* A paused recv (parked input over its bound behind a live request) ends by itself with
+ * ENOBUFS before the pause's cancel reaches it: that is the pause's final completion, and
+ * re-arming there read on without bound (fixed on main, 820bbba). */
+static void test_paused_enobufs(void) {
+    script s;
+    header(&s, 0x50, 0, 0, 0); /* 16 buffers of 512 bytes */
+    step(&s, 0, 1);
+    ev(&s, SIM_E_ACCEPT, 1, -1);
+    step(&s, 0, 2);
+    req(&s, 0, R_POST, 0x40, 0); /* live until the world posts its answer */
+    ev(&s, SIM_E_DATA, 0, 3);
+    for (int i = 0; i < 3; i++) {
+        step(&s, 0, 1);
+        ev(&s, SIM_E_PIPELINE, 0, 0xbf); /* 254 POSTs with bodies */
+    }
+    for (int i = 0; i < 12; i++) { /* past 64 KiB parked: the core cancels its recv */
+        step(&s, 0, 1);
+        ev(&s, SIM_E_DATA, 0, 3);
+    }
+    step(&s, 0, 1);
+    ev(&s, SIM_E_ENOBUFS, 0, -1); /* the cancelled recv ends by itself */
+    for (int i = 0; i < 30; i++) {
+        step(&s, 0, 1);
+        ev(&s, SIM_E_DATA, 0, 3);
+    }
+    expect_clean(&s, "paused recv ends with ENOBUFS", 0);
+}
+
 static int run_file(const char *path, int trace) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -394,6 +422,7 @@ int main(int argc, char **argv) {
         {"input order when answered from a callback mid-batch", test_reorder},
         {"the handler timeout's 503 drops the handler's fields", test_timeout_503_fields},
         {"clients queued when the gate closes are taken, not reset", test_gate_takes_queue},
+        {"a paused recv ending with ENOBUFS is not re-armed", test_paused_enobufs},
     };
     size_t ncases = sizeof cases / sizeof cases[0];
 
