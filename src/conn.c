@@ -634,7 +634,15 @@ void ug__conn_on_recv(ug_server *srv, ug__conn *c, const ug__completion *cq) {
         }
         /* The pool ran dry for a moment (buffers go back at the end of this batch). */
         srv->stats.recv_rearms++;
-        if (arm_recv(srv, c)) conn_failed(srv, c);
+        if (arm_recv(srv, c) == 0) return;
+        /* Can't read on: like the same failure after data, answer what is buffered (and
+         * what is being sent), then close, as after an EOF. */
+        if (c->state == UG_CONN_LINGER) {
+            conn_failed(srv, c);
+            return;
+        }
+        c->flags |= UG_CF_PEER_EOF;
+        ug__mark_dirty(srv, c);
         return;
     }
     if (cq->res == -ECANCELED && c->state == UG_CONN_OPEN) { /* paused by us */
