@@ -260,8 +260,9 @@ int ug_req_timer(ug_request *req, uint32_t ms, ug_req_timer_fn fn, void *user);
  *  server sets Date, Server, Content-Length / Transfer-Encoding and Connection itself. */
 int ug_resp_header(ug_request *req, const char *name, const char *value);
 
-/** Send a complete response. content_type may be NULL (no Content-Type). For HEAD requests
- *  the body is not sent (Content-Length still says its size). */
+/** Send a complete response: status 200 to 599 (-EINVAL otherwise). content_type may be NULL
+ *  (no Content-Type). For HEAD requests the body is not sent (Content-Length still says its
+ *  size). */
 int ug_resp_send(ug_request *req, int status, const char *content_type, const void *body,
                  size_t len);
 

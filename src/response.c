@@ -252,8 +252,9 @@ int ug_resp_header(ug_request *req, const char *name, const char *value) {
     return 0;
 }
 
+/* RFC 9110 15: three digits, 100 to 599 (1xx are the server's own). */
 static int valid_status(int status) {
-    return status >= 200 && status <= 999;
+    return status >= 200 && status <= 599;
 }
 
 /* 1xx, 204 and 304 responses have no body (RFC 9112 6.3). */
