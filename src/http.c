@@ -42,12 +42,12 @@ _Static_assert(_Alignof(http_parser) <= 8, "ug__http_req.parser_storage is under
 
 /* Where a request is (ug__http_req.phase_). */
 enum {
-    PH_HEADERS = 0,  /* request line and header section, through http-parser */
-    PH_LENGTH,       /* Content-Length body (possibly empty) */
-    PH_CHUNK_LINE,   /* a chunk-size line */
-    PH_CHUNK_DATA,   /* chunk data: chunk_left_ bytes to go */
-    PH_CHUNK_CRLF,   /* the CRLF after a chunk's data */
-    PH_TRAILERS,     /* the trailer section, up to its empty line */
+    PH_HEADERS = 0, /* request line and header section, through http-parser */
+    PH_LENGTH,      /* Content-Length body (possibly empty) */
+    PH_CHUNK_LINE,  /* a chunk-size line */
+    PH_CHUNK_DATA,  /* chunk data: chunk_left_ bytes to go */
+    PH_CHUNK_CRLF,  /* the CRLF after a chunk's data */
+    PH_TRAILERS,    /* the trailer section, up to its empty line */
     PH_DONE,
     PH_ERROR,
 };
@@ -107,13 +107,26 @@ static int ieq(const char *a, uint32_t n, const char *lit, uint32_t lit_len) {
     return 1;
 }
 
+/* The byte classes of http.h (UG_HTTP_TCHAR, _REG_NAME, _HEX), one bit each, generated from
+ * their definitions; test_http checks every byte against them. */
+static const unsigned char byte_class[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 3, 0, 1, 3, 1, 3, 3, 2, 2, 3, 3, 2, 3, 3, 0, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 0, 2, 0, 2, 0, 0,
+    0, 7, 7, 7, 7, 7, 7, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 0, 0, 0, 1, 3,
+    1, 7, 7, 7, 7, 7, 7, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 0, 1, 0, 3, 0,
+    /* 0x80-0xff: none */
+};
+
+unsigned ug__http_byte_class(unsigned char c) {
+    return byte_class[c];
+}
+
 int ug__http_is_tchar(unsigned char c) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    return (byte_class[c] & UG_HTTP_TCHAR) != 0;
 }
 
 static int is_hex(unsigned char c) {
-    return (c >= '0' && c <= '9') || (lower(c) >= 'a' && lower(c) <= 'f');
+    return (byte_class[c] & UG_HTTP_HEX) != 0;
 }
 
 static int is_digit(unsigned char c) {
@@ -216,16 +229,15 @@ static int on_header_value(http_parser *hp, const char *at, size_t n) {
     ug__http_req *r = c->r;
     uint32_t off = (uint32_t)(at - c->base);
     ug__http_header *h = &r->headers[r->cur_hdr_];
-    /* field-value: no CTL but HTAB (RFC 9110 5.5). http-parser checks every byte of a value
-     * but its first one (the byte after the colon and any whitespace). */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)at[i];
+    if (r->flags_ & ST_IN_FIELD) {
+        /* field-value: no CTL but HTAB (RFC 9110 5.5). http-parser checks every byte of a
+         * value but its first one (the byte after the colon and any whitespace); the first
+         * callback of a value starts with it. */
+        unsigned char ch = n ? (unsigned char)at[0] : ' ';
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
             fail(r, 400, "invalid character in header value");
             return -1;
         }
-    }
-    if (r->flags_ & ST_IN_FIELD) {
         h->value.off = off;
         h->value.len = (uint32_t)n;
         r->flags_ = (r->flags_ & ~(uint32_t)ST_IN_FIELD) | ST_IN_VALUE;
@@ -282,7 +294,7 @@ static int authority_ok(const char *p, uint32_t n) {
                     !is_hex((unsigned char)p[i + 2]))
                     return 0;
                 i += 2;
-            } else if (!is_alpha(ch) && !is_digit(ch) && !strchr("-._~!$&'()*+,;=", ch)) {
+            } else if (!(byte_class[ch] & UG_HTTP_REG_NAME)) { /* unreserved / sub-delims */
                 return 0;
             }
         }
@@ -398,7 +410,8 @@ static int on_headers_complete(http_parser *hp) {
     /* "METHOD SP target SP HTTP/": non-strict mode skips the literal and extra spaces. (With
      * major 1 the parser went through " ????/1.1" after the target: no over-read.) */
     uint32_t tend = r->target.off + r->target.len;
-    if (e + 1 != r->target.off || b[tend] != ' ' || memcmp(b + tend + 1, "HTTP/", sizeof("HTTP/") - 1) != 0) {
+    if (e + 1 != r->target.off || b[tend] != ' ' ||
+        memcmp(b + tend + 1, "HTTP/", sizeof("HTTP/") - 1) != 0) {
         fail(r, 400, "malformed request line");
         return -1;
     }
@@ -490,12 +503,31 @@ static int parser_error(ug__http_req *r, enum http_errno e, const char *base, ui
  * field line, 2.2). A complete head ends in LF, so a CR at the very end is only possible in
  * a head cut short by another error, where it is not yet wrong. */
 static const char *head_lines_bad(const char *b, uint32_t n) {
-    for (const char *p = b, *e = b + n; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) {
-        if (p == b || p[-1] != '\r') return "bare LF in the head";
-        if (p + 1 < e && (p[1] == ' ' || p[1] == '\t')) return "obsolete line folding";
+    /* Eight bytes at a time past words with no byte below 0x0e (no CR, LF or HTAB: a
+     * borrow sets the high bit of a byte below it), byte by byte where one is: heads are
+     * short, this runs for every request. */
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint32_t i = 0;
+    while (i < n) {
+        uint64_t w;
+        if (i + sizeof w <= n) {
+            memcpy(&w, b + i, sizeof w);
+            if (!((w - ones * 0x0e) & ~w & highs)) {
+                i += sizeof w;
+                continue;
+            }
+        }
+        for (uint32_t e = i + sizeof w < n ? i + (uint32_t)sizeof w : n; i < e; i++) {
+            if ((unsigned char)b[i] > '\r') continue;
+            if (b[i] == '\n') {
+                if (i == 0 || b[i - 1] != '\r') return "bare LF in the head";
+                if (i + 1 < n && (b[i + 1] == ' ' || b[i + 1] == '\t'))
+                    return "obsolete line folding";
+            } else if (b[i] == '\r' && i + 1 < n && b[i + 1] != '\n') {
+                return "bare CR in the head";
+            }
+        }
     }
-    for (const char *p = b, *e = b + n; (p = memchr(p, '\r', (size_t)(e - p))) != NULL; p++)
-        if (p + 1 < e && p[1] != '\n') return "bare CR in the head";
     return NULL;
 }
 
@@ -617,8 +649,7 @@ static int trailer_line_ok(const char *p, const char *e) {
 /* The next complete line from r->consumed: its end (the LF's offset), or 0 if no LF has
  * arrived yet. The search resumes where the last one stopped (scan_), so a line that
  * trickles in byte by byte is scanned once. A line must end in CRLF. */
-static int next_line(ug__http_req *r, const char *base, uint32_t end, uint32_t max,
-                     uint32_t *lf) {
+static int next_line(ug__http_req *r, const char *base, uint32_t end, uint32_t max, uint32_t *lf) {
     uint32_t from = r->scan_ > r->consumed ? r->scan_ : r->consumed;
     const char *hit = from < end ? memchr(base + from, '\n', end - from) : NULL;
     if (!hit) {
@@ -656,8 +687,8 @@ static int parse_body(ug__http_req *r, char *base, uint32_t len) {
     uint64_t slack = lim->max_body_bytes > (UINT64_MAX - CHUNK_SLACK) / 2
                          ? UINT64_MAX
                          : 2 * lim->max_body_bytes + CHUNK_SLACK;
-    uint32_t cap = slack < UINT32_MAX - r->header_bytes ? (uint32_t)(r->header_bytes + slack)
-                                                        : UINT32_MAX;
+    uint32_t cap =
+        slack < UINT32_MAX - r->header_bytes ? (uint32_t)(r->header_bytes + slack) : UINT32_MAX;
     uint32_t end = len < cap ? len : cap;
     for (;;) {
         uint32_t lf = 0;

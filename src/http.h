@@ -55,10 +55,10 @@ typedef struct ug__http_req {
     ug__http_header *headers; /* caller-provided, capacity limits->max_headers */
     uint32_t nheaders;
 
-    ug__span method; /* "GET" ... (a view of the request bytes) */
-    ug__span target; /* request-target as sent */
-    ug__span path;   /* target up to '?' */
-    ug__span query;  /* after '?' (len 0 and off 0 when absent; see has_query) */
+    ug__span method;    /* "GET" ... (a view of the request bytes) */
+    ug__span target;    /* request-target as sent */
+    ug__span path;      /* target up to '?' */
+    ug__span query;     /* after '?' (len 0 and off 0 when absent; see has_query) */
     ug__span authority; /* effective authority: the absolute-form target's, else Host's */
     uint8_t has_query;
     uint8_t has_authority; /* 0 only for HTTP/1.0 without Host */
@@ -91,7 +91,13 @@ void ug__http_req_init(ug__http_req *r, const ug__http_limits *limits, ug__http_
  * after the end of the request (a pipelined next request) are never consumed. */
 int ug__http_parse(ug__http_req *r, char *base, uint32_t len);
 
-/* RFC 9110 5.6.2 tchar. */
+/* Byte classes: RFC 9110 5.6.2 tchar, RFC 3986 reg-name's unreserved / sub-delims, HEXDIG. */
+enum ug__http_byte_class {
+    UG_HTTP_TCHAR = 1u << 0,
+    UG_HTTP_REG_NAME = 1u << 1,
+    UG_HTTP_HEX = 1u << 2,
+};
+unsigned ug__http_byte_class(unsigned char c);
 int ug__http_is_tchar(unsigned char c);
 /* Whether base[0 .. len) is the start of a HEAD request (for an error answered before the
  * head is complete: no body). */

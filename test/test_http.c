@@ -1503,8 +1503,28 @@ static void test_random(void) {
 
 /* ---- registration -------------------------------------------------------------------- */
 
+/* The byte-class table against the definitions it was generated from. */
+static void test_byte_classes(void) {
+    int bad = 0;
+    for (int c = 0; c < 256; c++) {
+        int alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        int tchar = alnum || (c && strchr("!#$%&'*+-.^_`|~", c));
+        int reg = alnum || (c && strchr("-._~!$&'()*+,;=", c));
+        int hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        unsigned want =
+            (tchar ? UG_HTTP_TCHAR : 0) | (reg ? UG_HTTP_REG_NAME : 0) | (hex ? UG_HTTP_HEX : 0);
+        if (ug__http_byte_class((unsigned char)c) != want) {
+            fprintf(stderr, "\n    byte 0x%02x: class %u, want %u\n", c,
+                    ug__http_byte_class((unsigned char)c), want);
+            bad++;
+        }
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+}
+
 static void register_suites(void) {
     CU_pSuite s = CU_add_suite("http", suite_init, suite_clean);
+    CU_add_test(s, "byte classes", test_byte_classes);
     CU_add_test(s, "valid requests: one call, every split, byte by byte", test_valid_table);
     CU_add_test(s, "valid requests followed by a pipelined one", test_valid_table_followed);
     CU_add_test(s, "long headers", test_long_headers);
