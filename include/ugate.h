@@ -4,9 +4,12 @@
  * This is the only public header. Conventions:
  *   - Handles are opaque. Every name is prefixed ug_.
  *   - Functions that can fail return 0 (or a count) on success and a negative errno on failure.
- *   - "Loop thread" means the thread inside ug_server_run(). Unless a declaration says
- *     otherwise, a function may be called only from the loop thread (that includes handlers,
- *     timer callbacks and cancel callbacks, which always run there).
+ *   - A server runs one or more loops (ug_config.threads), each on its own thread: loop 0 on
+ *     the thread that calls ug_server_run, the others on threads it starts. A connection, and
+ *     every request on it, belongs to one loop. "Loop thread" means the thread of the loop
+ *     that owns the object in question. Unless a declaration says otherwise, a function may
+ *     be called only from that thread (that includes handlers, timer callbacks and cancel
+ *     callbacks, which always run there).
  *   - The library installs no signal handlers and keeps no global mutable state: two servers
  *     in one process are independent (each needs its own thread to run in).
  */
@@ -24,7 +27,7 @@ extern "C" {
 #define UG_VERSION_MINOR 1
 #define UG_VERSION_PATCH 0
 
-/** A server: one listening socket, one event loop, one thread. */
+/** A server: one listening socket, and one or more event loops (one thread each). */
 typedef struct ug_server ug_server;
 
 /** A request in progress. Valid from the handler call until the response is complete
@@ -64,6 +67,11 @@ typedef void (*ug_log_fn)(void *user, ug_log_level level, const char *msg);
 /** For limits that can be switched off explicitly (0 means "the default"). */
 #define UG_UNLIMITED UINT32_MAX
 
+/** ug_config.threads: as many loops as CPUs in the process's affinity mask. */
+#define UG_THREADS_AUTO UINT32_MAX
+/** Most loops a server runs. */
+#define UG_MAX_LOOPS 256u
+
 /** Longest ug_config.server_name. */
 #define UG_SERVER_NAME_MAX 128
 
@@ -79,6 +87,11 @@ typedef struct ug_config {
                                   close it); if create fails it stays the caller's, open.
                                   host/port/backlog are then ignored */
     ug_backend_kind backend; /**< UG_BACKEND_AUTO */
+    uint32_t threads;        /**< loops, one thread each; 1. UG_THREADS_AUTO: one per CPU of
+                                  the affinity mask. Loop 0 accepts every connection and hands
+                                  each to the loop with the fewest (docs/threads.md) */
+    int pin_cpus;            /**< non-zero: loop i runs on the i-th CPU of the affinity mask
+                                  (loop 0's is the thread that calls ug_server_run) */
 
     uint32_t max_conns;        /**< concurrent connections; 16384. Slots are reserved as
                                     address space and only touched when used. */
@@ -106,7 +119,8 @@ typedef struct ug_config {
                                           not 504: the server itself could not answer in time,
                                           no upstream is implied. A late answer finds nothing:
                                           ug_req_find returns NULL (counted as late_responses). */
-    uint32_t max_inflight;   /**< requests dispatched and not yet answered, server-wide; 8192.
+    uint32_t max_inflight;   /**< requests dispatched and not yet answered; 8192, split evenly
+                                  between the loops (no shared counter on the request path).
                                   Past it a new request is answered 503 with Retry-After: 1
                                   (load shedding). UG_UNLIMITED: no limit. */
     uint32_t linger_ms;      /**< how long a connection closed by the server keeps reading (and
@@ -119,7 +133,8 @@ typedef struct ug_config {
                                   raise it to your clients' RTT for WAN clients. See
                                   ug_server_shutdown. 0 closes at once. */
 
-    uint32_t ring_entries;     /**< io_uring SQ size; 1024 (CQ is 4x) */
+    uint32_t ring_entries;     /**< each loop's backend queue depth: operations submitted at
+                                    once, or events taken per wait; 1024 */
     uint32_t recv_buffers;     /**< provided receive buffers shared by all connections; 1024 */
     uint32_t recv_buffer_size; /**< bytes each; 4096 */
 
@@ -145,11 +160,9 @@ int ug_server_create(ug_server **out, const ug_config *cfg);
 
 /** Free a server that is not running (ug_server_run never called, or returned). Closes the
  *  listener if still open. Any thread, but not concurrently with any other call on it.
- *  io_uring note (kernel behaviour, not ours): when a ring is torn down, the kernel sends a
- *  task-work notification to every thread that used it (here: the one that called
- *  ug_server_create and the one that ran the loop). A blocking call in such a thread that
- *  cannot be restarted transparently (a socket call with SO_RCVTIMEO/SO_SNDTIMEO, poll,
- *  epoll_wait, select) may return EINTR once, shortly after this call. Retry on EINTR. */
+ *  With the io_uring backend, a blocking call with a timeout in a thread that created or ran
+ *  a loop may return EINTR once, shortly after this call (the kernel's teardown notifies those
+ *  threads: docs/io_uring.md). Retry on EINTR. */
 void ug_server_free(ug_server *srv);
 
 /** The bound port (useful with port 0). Any thread. */
@@ -157,6 +170,9 @@ uint16_t ug_server_port(const ug_server *srv);
 
 /** The backend actually in use: "io_uring" or "epoll". Static string. Any thread. */
 const char *ug_server_backend(const ug_server *srv);
+
+/** The number of loops (ug_config.threads, resolved). Any thread. */
+unsigned ug_server_loops(const ug_server *srv);
 
 /* ------------------------------------------------------------------------------------------
  * Routing and handlers
@@ -219,8 +235,11 @@ ug_server *ug_req_server(const ug_request *req);
 
 /** A request's identity: never 0, never reused for another request of this server. */
 uint64_t ug_req_id(const ug_request *req);
+/** The loop the request belongs to (0 .. ug_server_loops() - 1). */
+unsigned ug_req_loop(const ug_request *req);
 /** The request with that id if it is still waiting for its response, else NULL (it was
- *  answered, cancelled or timed out). The safe way to respond from deferred work. */
+ *  answered, cancelled or timed out). The safe way to respond from deferred work. On the
+ *  thread of the loop that owns the request: get there with ug_req_post. */
 ug_request *ug_req_find(ug_server *srv, uint64_t id);
 
 /** Why a request was cancelled. */
@@ -282,14 +301,19 @@ int ug_resp_end(ug_request *req);
 
 typedef void (*ug_post_fn)(ug_server *srv, void *user);
 
-/** Run fn(srv, user) on the loop thread soon. Any thread (not a signal handler: it may
+/** Run fn(srv, user) on loop 0's thread soon. Any thread (not a signal handler: it may
  *  allocate), from ug_server_create's return until ug_server_free is called: the caller must
  *  make sure no call is in progress or starts once ug_server_free begins (join the threads
  *  that post first); after ug_server_run has returned, calls are safe and fail. Returns 0,
- *  -ENOMEM, or -ESHUTDOWN once the run has ended. Posted work still queued when
- *  ug_server_run returns runs before it returns; work posted before ug_server_run and never
- *  run (the server was freed without running) is dropped by ug_server_free. */
+ *  -EINVAL, -ENOMEM, or -ESHUTDOWN once that loop has ended. Posted work still queued when
+ *  a loop ends runs before it ends; work posted before ug_server_run and never run (the
+ *  server was freed without running) is dropped by ug_server_free. */
 int ug_server_post(ug_server *srv, ug_post_fn fn, void *user);
+/** The same, on the given loop's thread. */
+int ug_server_post_loop(ug_server *srv, unsigned loop, ug_post_fn fn, void *user);
+/** The same, on the thread of the loop that owns request id (whether or not the request is
+ *  still waiting: fn calls ug_req_find to know). -EINVAL for an id no loop can own. */
+int ug_req_post(ug_server *srv, uint64_t id, ug_post_fn fn, void *user);
 
 /* ------------------------------------------------------------------------------------------
  * Running and shutdown
@@ -327,17 +351,20 @@ typedef struct ug_report {
     uint64_t drain_us;             /**< from the gate closing to the last connection ending */
 } ug_report;
 
-/* The guarantee, precisely. Both backends give all of it. With epoll, "the multishot accept"
- * is the listener's registration in the epoll set and accept4() on readiness; cancelling it
- * is a synchronous deregistration, so no accept completion can race it, and the rest (SYN
- * filter, queue drain, settle, close) is the same code. Backpressure (max_conns, EMFILE)
- * pauses the same way: deregistered, clients wait in the backlog.
+/* The guarantee, precisely. Both backends give all of it: "the accept" is one accept
+ * operation that takes connection after connection until it is cancelled (io_uring's
+ * multishot accept; with epoll, the listener's registration and accept4() on readiness, whose
+ * cancel is a synchronous deregistration, so no accept can race it). The rest (SYN filter,
+ * queue drain, settle, close) is the same code. Backpressure (max_conns, EMFILE) pauses the
+ * accept the same way: clients wait in the backlog.
  *
- *  - The close point is the moment the loop thread closes the gate (DRAINING). From then on
- *    the server takes a connection only if it was accepted by the kernel before the close
- *    point: accept completions already posted when the cancel is submitted, then, after the
- *    cancel's final completion, the connections whose handshake completed and wait in the
- *    listener's accept queue (taken with accept4() until EAGAIN).
+ *  - The close point is the moment loop 0 closes the gate (DRAINING): one point for the
+ *    server, whatever the number of loops, since loop 0 alone accepts (and hands each
+ *    connection to a loop). From then on the server takes a connection only if it was
+ *    accepted by the kernel before the close point: accept completions already posted when
+ *    the cancel is submitted, then, after the cancel's final completion, the connections
+ *    whose handshake completed and wait in the listener's accept queue (taken with accept4()
+ *    until EAGAIN).
  *  - Before taking the queue, the listener starts dropping new SYNs (a socket filter), so the
  *    queue cannot refill; handshakes already under way get gate_settle_ms to finish and are
  *    taken too; then the listener is closed and later clients get ECONNREFUSED at once.
@@ -355,19 +382,23 @@ typedef struct ug_report {
  *    The default linger (1 s) is longer than a busy client's gap between requests and short
  *    enough for a rolling deploy; a client idle for all of it can still race our FIN, as with
  *    any HTTP/1.1 server closing an idle connection.
- *  - The run returns as soon as the last connection has ended and no hold is outstanding, or
- *    at the deadline: then every unanswered request's cancel callback fires
+ *  - Every loop drains its own connections against the one deadline (set at the close point,
+ *    armed on each loop). The run returns as soon as the last connection of every loop has
+ *    ended and no hold is outstanding, or at the deadline: then every unanswered request's
+ *    cancel callback fires
  *    (UG_CANCEL_DEADLINE), its I/O is cancelled, its connection closed, and the counts are in
  *    the report. report.accepted_after_close counts connections accepted after the listener
  *    closed: zero by construction, checked. */
 
-/** Run the loop on the calling thread until the server is CLOSED (after ug_server_shutdown).
- *  Fills *report if not NULL. Returns 0 when everything drained, 1 when the deadline forced
- *  anything, or a negative errno if the loop failed (the server is then CLOSED as well:
- *  every connection closed, every pending request cancelled). Call at most once. */
+/** Run the server until it is CLOSED (after ug_server_shutdown): loop 0 on the calling
+ *  thread, the other loops on threads started here and joined before it returns. Fills
+ *  *report (summed over the loops) if not NULL. Returns 0 when everything drained, 1 when
+ *  the deadline forced anything, or a negative errno if a loop failed (the server is then
+ *  CLOSED as well: every connection closed, every pending request cancelled). Call at most
+ *  once. */
 int ug_server_run(ug_server *srv, ug_report *report);
 
-/** A shutdown hook: called on the loop thread when the gate enters LAME_DUCK (only if there
+/** A shutdown hook: called on loop 0's thread when the gate enters LAME_DUCK (only if there
  *  is a drain delay) and when it enters DRAINING, with that state. */
 typedef void (*ug_shutdown_hook_fn)(ug_server *srv, ug_gate_state state, void *user);
 
@@ -377,11 +408,11 @@ int ug_server_on_shutdown(ug_server *srv, ug_shutdown_hook_fn fn, void *user);
 
 /** Hold the drain open: the server does not reach CLOSED while holds are outstanding, even
  *  with no connection left (e.g. a hook must first end a long-poll or flush a queue). Bounded
- *  by the drain deadline, which drops every hold (counted in ug_report.holds_forced). Loop
- *  thread only. Returns 0, or -ESHUTDOWN once CLOSED. */
+ *  by the drain deadline, which drops every hold (counted in ug_report.holds_forced). Any
+ *  loop's thread. Returns 0, or -ESHUTDOWN once CLOSED or forced. */
 int ug_server_hold(ug_server *srv);
 /** Give one hold back. When the last one goes and no connection is left, the run returns.
- *  Loop thread only. Returns 0, or -EINVAL if no hold is outstanding. */
+ *  Any loop's thread. Returns 0, or -EINVAL if no hold is outstanding. */
 int ug_server_release(ug_server *srv);
 
 /** Ask the server to shut down. Any thread, and async-signal-safe: it only stores to atomics
@@ -421,8 +452,10 @@ typedef struct ug_stats {
     uint64_t limit_uri;          /**< 414 */
     uint64_t limit_body;         /**< 413 */
     uint64_t inflight;           /**< requests dispatched and not answered, now */
-    uint64_t accept_rearms;      /**< multishot accepts re-armed after a CQE without F_MORE */
-    uint64_t recv_rearms;        /**< multishot recvs re-armed (ENOBUFS, CQ overflow) */
+    uint64_t accept_rearms;      /**< the accept re-armed after it ended by itself (the backend
+                                      dropped it: an overflow, an error) */
+    uint64_t recv_rearms;        /**< receives re-armed after they ended by themselves (no
+                                      receive buffer free, an overflow) */
     uint64_t accept_errors;      /**< accept completions with an error other than cancel */
     uint64_t accept_pauses;      /**< the gate paused at max_conns (clients wait in the backlog) */
     uint64_t accept_resumes;     /**< ... and resumed below the low watermark */
@@ -436,8 +469,11 @@ typedef struct ug_stats {
                                       assertion in debug builds); counted and ignored */
 } ug_stats;
 
-/** Copy the counters. Loop thread, or any thread once ug_server_run has returned. */
+/** The counters, summed over the loops (each loop's are read without stopping it, so the
+ *  sum is a moment's, not an atomic snapshot). Any thread. */
 void ug_server_stats(const ug_server *srv, ug_stats *out);
+/** One loop's counters (how the loops share the load). Any thread. 0 or -EINVAL. */
+int ug_server_loop_stats(const ug_server *srv, unsigned loop, ug_stats *out);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,9 @@
 /*
- * The completion-style backend interface. The core (server.c, conn.c) reaches I/O only
- * through this table; each backend keeps all of its syscalls and #ifdefs in its own file
- * (backend_uring.c is the only file that includes <liburing.h>).
+ * The completion-style backend interface. The core reaches a connection's I/O (receive, send,
+ * shutdown, close) and its loop's wait and wake only through this table; the listener's
+ * set-up and socket options go through sock.c. Each backend keeps all of its syscalls and
+ * #ifdefs in its own file (backend_uring.c is the only file that includes <liburing.h>).
+ * Every loop has its own backend object.
  *
  * Every operation carries a 64-bit user_data (ud) that comes back in its completion(s).
  * Completions are delivered through the callback given to wait(). A multishot operation
@@ -91,6 +93,12 @@ typedef struct ug__backend_ops {
     int (*wait)(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, void *ctx);
     /* Make a wait() in progress return soon. Any thread; async-signal-safe. */
     void (*wake)(ug__backend *b);
+
+    /* Shut a connection down (SHUT_WR, SHUT_RDWR): an armed receive then completes (EOF) and
+     * a send fails, so their final completions come. Close a descriptor once nothing is
+     * armed on it. Both 0 or -errno. */
+    int (*shutdown)(ug__backend *b, int fd, int how);
+    int (*close)(ug__backend *b, int fd);
 } ug__backend_ops;
 
 extern const ug__backend_ops ug__backend_uring;

@@ -11,7 +11,8 @@
  *   queued when delivery started; the ones queued by callbacks go out on the next wait(),
  *   which then does not block.
  * - cancel() finds the armed operations of a ud through a small open-addressing hash.
- * - Timers live in a binary heap whose earliest deadline bounds the epoll timeout
+ * - Timers live in the core's timer heap (timer.c, deadlines in ns here) whose earliest
+ *   deadline bounds the epoll timeout
  *   (epoll_pwait2 for nanosecond resolution where available). Meant for a few timers.
  * - Memory: the per-fd table, the hash, the FIFO and the heap only grow (amortised); the
  *   receive buffers are one mapping handed out by a free stack of ids.
@@ -23,10 +24,12 @@
  */
 #include "backend.h"
 #include "fault.h"
+#include "timer.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -58,10 +61,12 @@ typedef struct hent {
     uint32_t op; /* OP_RD / OP_WR, 0 = empty */
 } hent;
 
-typedef struct tmr {
-    uint64_t deadline;
+/* A timer (few: the core arms one per loop, the drain deadline). */
+typedef struct ep_tmr {
+    ug__timer t; /* deadline in ns */
     uint64_t ud;
-} tmr;
+    struct ep_tmr *free_next;
+} ep_tmr;
 
 struct ug__backend {
     int epfd;
@@ -71,9 +76,8 @@ struct ug__backend {
     hent *ht; /* power-of-two table, load <= 1/2 */
     uint32_t ht_mask;
     uint32_t ht_used;
-    tmr *heap;
-    uint32_t nheap;
-    uint32_t heap_cap;
+    ug__timer_heap timers;
+    ep_tmr *timer_free;
     ug__completion *q; /* FIFO ring, power-of-two capacity */
     uint32_t q_head;
     uint32_t q_len;
@@ -192,38 +196,15 @@ static void ht_remove(ug__backend *b, uint64_t ud, int fd, uint32_t op) {
     if (i >= 0) ht_remove_at(b, (uint32_t)i);
 }
 
-/* ---- timer heap ------------------------------------------------------------------------ */
+/* ---- timers ------------------------------------------------------------------------- */
 
-static void heap_up(tmr *h, uint32_t i) {
-    tmr t = h[i];
-    while (i) {
-        uint32_t p = (i - 1) / 2;
-        if (h[p].deadline <= t.deadline) break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = t;
+static ep_tmr *timer_of(ug__timer *t) {
+    return (ep_tmr *)(void *)((char *)t - offsetof(ep_tmr, t));
 }
 
-static void heap_down(tmr *h, uint32_t n, uint32_t i) {
-    tmr t = h[i];
-    for (;;) {
-        uint32_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && h[c + 1].deadline < h[c].deadline) c++;
-        if (t.deadline <= h[c].deadline) break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = t;
-}
-
-static void heap_remove_at(ug__backend *b, uint32_t i) {
-    b->nheap--;
-    if (i == b->nheap) return;
-    b->heap[i] = b->heap[b->nheap];
-    heap_down(b->heap, b->nheap, i);
-    heap_up(b->heap, i);
+static void timer_put(ug__backend *b, ep_tmr *et) {
+    et->free_next = b->timer_free;
+    b->timer_free = et;
 }
 
 /* ---- per-fd records -------------------------------------------------------------------- */
@@ -372,7 +353,13 @@ static void ep_destroy(ug__backend *b) {
     free(b->evs);
     free(b->fds);
     free(b->ht);
-    free(b->heap);
+    for (uint32_t i = 0; i < b->timers.n; i++) free(timer_of(b->timers.v[i]));
+    ug__timer_heap_free(&b->timers);
+    while (b->timer_free) {
+        ep_tmr *n = b->timer_free->free_next;
+        free(b->timer_free);
+        b->timer_free = n;
+    }
     free(b->q);
     free(b);
 }
@@ -446,24 +433,27 @@ static int ep_cancel(ug__backend *b, uint64_t target_ud) {
 }
 
 static int ep_timer(ug__backend *b, uint64_t deadline_ns, uint64_t ud) {
-    if (b->nheap == b->heap_cap) {
-        uint32_t cap = b->heap_cap ? b->heap_cap * 2 : 16;
-        tmr *nh = ug__realloc(b->heap, (size_t)cap * sizeof *nh);
-        if (!nh) return -ENOMEM;
-        b->heap = nh;
-        b->heap_cap = cap;
+    ep_tmr *et = b->timer_free;
+    if (et)
+        b->timer_free = et->free_next;
+    else if (!(et = ug__malloc(sizeof *et)))
+        return -ENOMEM;
+    ug__timer_init(&et->t, NULL);
+    et->ud = ud;
+    if (ug__timer_start(&b->timers, &et->t, deadline_ns)) {
+        timer_put(b, et);
+        return -ENOMEM;
     }
-    b->heap[b->nheap].deadline = deadline_ns;
-    b->heap[b->nheap].ud = ud;
-    heap_up(b->heap, b->nheap++);
     return 0;
 }
 
 static int ep_timer_cancel(ug__backend *b, uint64_t ud) {
-    for (uint32_t i = 0; i < b->nheap; i++) {
-        if (b->heap[i].ud != ud) continue;
+    for (uint32_t i = 0; i < b->timers.n; i++) {
+        ep_tmr *et = timer_of(b->timers.v[i]);
+        if (et->ud != ud) continue;
         if (!q_reserve(b, 1)) return -ENOMEM;
-        heap_remove_at(b, i);
+        ug__timer_stop(&b->timers, &et->t);
+        timer_put(b, et);
         q_push(b, ud, -ECANCELED, 0, NULL, 0);
         return 0;
     }
@@ -545,8 +535,8 @@ static int ep_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, voi
     int64_t t = timeout_ns;
     if (b->q_len) {
         t = 0;
-    } else if (b->nheap) {
-        uint64_t now = now_ns(), d = b->heap[0].deadline;
+    } else if (b->timers.n) {
+        uint64_t now = now_ns(), d = ug__timer_next(&b->timers);
         int64_t dt = d > now ? (int64_t)(d - now) : 0;
         if (t < 0 || dt < t) t = dt;
     }
@@ -571,11 +561,13 @@ static int ep_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, voi
         }
         if (r->wr && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) on_send_ready(b, fd, r);
     }
-    if (b->nheap) {
+    if (b->timers.n) {
         uint64_t now = now_ns();
-        while (b->nheap && b->heap[0].deadline <= now && q_reserve(b, 1)) {
-            uint64_t ud = b->heap[0].ud;
-            heap_remove_at(b, 0);
+        while (b->timers.n && ug__timer_next(&b->timers) <= now && q_reserve(b, 1)) {
+            ep_tmr *et = timer_of(b->timers.v[0]);
+            uint64_t ud = et->ud;
+            ug__timer_stop(&b->timers, &et->t);
+            timer_put(b, et);
             q_push(b, ud, 0, 0, NULL, 0);
         }
     }
@@ -598,6 +590,16 @@ static void ep_wake(ug__backend *b) {
     (void)w;
 }
 
+static int ep_shutdown(ug__backend *b, int fd, int how) {
+    (void)b;
+    return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
+static int ep_close(ug__backend *b, int fd) {
+    (void)b;
+    return close(fd) < 0 ? -errno : 0;
+}
+
 const ug__backend_ops ug__backend_epoll = {
     .name = "epoll",
     .create = ep_create,
@@ -611,4 +613,6 @@ const ug__backend_ops ug__backend_epoll = {
     .timer_cancel = ep_timer_cancel,
     .wait = ep_wait,
     .wake = ep_wake,
+    .shutdown = ep_shutdown,
+    .close = ep_close,
 };

@@ -63,7 +63,7 @@ struct ug__backend {
     uint8_t skip_ok;     /* IOSQE_CQE_SKIP_SUCCESS when the kernel has it, else 0 */
     bool enabled;        /* ring created R_DISABLED: enabled by the owner thread */
     bool br_registered;
-    bool wake_armed;     /* the eventfd read is queued or in flight */
+    bool wake_armed;  /* the eventfd read is queued or in flight */
     int efd;          /* wake eventfd; io_uring poll-arms the read (no io-wq worker) */
     uint64_t efd_val; /* target of the armed eventfd read */
 };
@@ -412,6 +412,16 @@ static void uring_wake(ug__backend *b) {
     (void)w; /* EAGAIN: the counter is saturated, a wake is pending anyway */
 }
 
+static int uring_shutdown(ug__backend *b, int fd, int how) {
+    (void)b;
+    return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
+static int uring_close(ug__backend *b, int fd) {
+    (void)b;
+    return close(fd) < 0 ? -errno : 0;
+}
+
 const ug__backend_ops ug__backend_uring = {
     .name = "io_uring",
     .create = uring_create,
@@ -425,4 +435,6 @@ const ug__backend_ops ug__backend_uring = {
     .timer_cancel = uring_timer_cancel,
     .wait = uring_wait,
     .wake = uring_wake,
+    .shutdown = uring_shutdown,
+    .close = uring_close,
 };

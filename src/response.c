@@ -1,7 +1,7 @@
 /* Responses: status line, the per-second Date/Server block, framing, streamed bodies.
  * Everything is appended to the connection's output buffer; conn.c sends it, so responses
  * to one read's worth of pipelined requests leave in one send. */
-#include "internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@
 
 /* The Server line is written once (ug__std_hdrs_init); the Date line after it, once a
  * second. */
-void ug__date_refresh(ug_server *srv, int64_t sec) {
+void ug__date_refresh(ug__loop *lp, int64_t sec) {
     time_t t = (time_t)sec;
     struct tm tm;
     char date[UG__DATE_LEN + 1];
@@ -30,32 +30,32 @@ void ug__date_refresh(ug_server *srv, int64_t sec) {
                          tm.tm_sec);
         if (k > 0) n = (size_t)k;
     }
-    srv->date_sec = sec;
-    char *p = srv->std_hdrs + srv->server_line_len;
+    lp->date_sec = sec;
+    char *p = lp->std_hdrs + lp->server_line_len;
     if (n != UG__DATE_LEN) { /* a year beyond 9999: no Date rather than a wrong one */
-        srv->std_hdrs_len = srv->server_line_len;
+        lp->std_hdrs_len = lp->server_line_len;
         return;
     }
     memcpy(p, "Date: ", sizeof("Date: ") - 1);
     memcpy(p + sizeof("Date: ") - 1, date, UG__DATE_LEN);
     memcpy(p + sizeof("Date: ") - 1 + UG__DATE_LEN, "\r\n", sizeof("\r\n") - 1);
-    srv->std_hdrs_len = srv->server_line_len + (uint32_t)UG__DATE_LINE_LEN;
+    lp->std_hdrs_len = lp->server_line_len + (uint32_t)UG__DATE_LINE_LEN;
 }
 
-void ug__std_hdrs_init(ug_server *srv) {
-    const char *name = srv->server_name_copy;
+void ug__std_hdrs_init(ug__loop *lp) {
+    const char *name = lp->srv->server_name_copy;
     size_t n = name ? strlen(name) : 0; /* validated: at most UG_SERVER_NAME_MAX */
-    char *p = srv->std_hdrs;
+    char *p = lp->std_hdrs;
     if (name) {
         memcpy(p, "Server: ", sizeof("Server: ") - 1);
         memcpy(p + sizeof("Server: ") - 1, name, n);
         memcpy(p + sizeof("Server: ") - 1 + n, "\r\n", sizeof("\r\n") - 1);
-        srv->server_line_len = (uint32_t)(sizeof("Server: \r\n") - 1 + n);
+        lp->server_line_len = (uint32_t)(sizeof("Server: \r\n") - 1 + n);
     } else {
-        srv->server_line_len = 0;
+        lp->server_line_len = 0;
     }
-    srv->std_hdrs_len = srv->server_line_len;
-    srv->date_sec = -1;
+    lp->std_hdrs_len = lp->server_line_len;
+    lp->date_sec = -1;
 }
 
 int ug__buf_reserve(ug__buf *b, size_t extra) {
@@ -137,7 +137,7 @@ static void hw_status_line(head_writer *w, int status) {
 static int must_close(struct ug_request *req) {
     ug__conn *c = req->conn;
     int close_it = !req->keep_alive || (c->flags & UG_CF_CLOSE_AFTER) ||
-                   atomic_load_explicit(&req->srv->gate, memory_order_relaxed) == UG_GATE_LAME_DUCK;
+                   ug__gate_state(req->loop->srv) == UG_GATE_LAME_DUCK;
     if (!close_it && (c->flags & (UG_CF_DRAIN | UG_CF_PEER_EOF)))
         close_it = req->in.len - req->in_off <= req->http.consumed && req->parked.len == 0;
     if (close_it) c->flags |= UG_CF_CLOSE_AFTER;
@@ -154,12 +154,12 @@ enum framing {
 
 static void hw_head(head_writer *w, const struct ug_request *req, int status, const char *ctype,
                     size_t ctlen, enum framing fr, uint64_t body_len, int close_it) {
-    const ug_server *srv = req->srv;
+    const ug__loop *lp = req->loop;
     hw_status_line(w, status);
     /* The Server and Date lines, unless the handler gave its own. */
-    if (!(req->own_hdrs & UG_OWN_SERVER)) hw_put(w, srv->std_hdrs, srv->server_line_len);
+    if (!(req->own_hdrs & UG_OWN_SERVER)) hw_put(w, lp->std_hdrs, lp->server_line_len);
     if (!(req->own_hdrs & UG_OWN_DATE))
-        hw_put(w, srv->std_hdrs + srv->server_line_len, srv->std_hdrs_len - srv->server_line_len);
+        hw_put(w, lp->std_hdrs + lp->server_line_len, lp->std_hdrs_len - lp->server_line_len);
     if (ctype) {
         HW_LIT(w, "Content-Type: ");
         hw_put(w, ctype, ctlen);
@@ -183,13 +183,13 @@ static void hw_head(head_writer *w, const struct ug_request *req, int status, co
 /* Append the status line and headers to ob, with room for extra more bytes after them. */
 static int put_head(struct ug_request *req, ug__buf *ob, int status, const char *ctype,
                     enum framing fr, uint64_t body_len, size_t extra) {
-    ug_server *srv = req->srv;
+    ug__loop *lp = req->loop;
     size_t ctlen = ctype ? strlen(ctype) : 0;
     if (fr == FRAME_EOF) req->conn->flags |= UG_CF_CLOSE_AFTER;
     int close_it = must_close(req);
     /* A first guess that fits every usual head; if it does not, the pass says exactly what
      * does, and the second pass fits by construction. */
-    size_t room = UG__HEAD_GUESS + srv->std_hdrs_len + ctlen + req->resp_hdrs.len + extra;
+    size_t room = UG__HEAD_GUESS + lp->std_hdrs_len + ctlen + req->resp_hdrs.len + extra;
     head_writer w;
     for (;;) {
         if (ug__buf_reserve(ob, room)) return -ENOMEM;
@@ -203,7 +203,7 @@ static int put_head(struct ug_request *req, ug__buf *ob, int status, const char 
     req->own_hdrs = 0;
     req->status = (uint16_t)status;
     unsigned cls = (unsigned)status / 100;
-    if (cls < 6) srv->stats.responses[cls]++;
+    if (cls < 6) UG_STAT_INC(lp, responses[cls]);
     return 0;
 }
 
@@ -290,7 +290,7 @@ int ug_resp_start(ug_request *req, int status, const char *content_type) {
     if (rc) return rc;
     if (!has_body) req->head = 1; /* writes are dropped, like for HEAD */
     req->rstate = UG_RS_STREAMING;
-    ug__mark_dirty(req->srv, req->conn);
+    ug__mark_dirty(req->loop, req->conn);
     return 0;
 }
 
@@ -312,7 +312,7 @@ int ug_resp_write(ug_request *req, const void *data, size_t len) {
     }
     ug__buf_put(ob, data, len);
     if (req->chunked_out) ug__buf_put(ob, "\r\n", sizeof("\r\n") - 1);
-    ug__mark_dirty(req->srv, req->conn);
+    ug__mark_dirty(req->loop, req->conn);
     return 0;
 }
 
@@ -347,6 +347,6 @@ int ug__resp_error(struct ug_request *req, int status) {
 
 int ug__resp_continue(struct ug_request *req) {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    req->srv->stats.responses[1]++;
+    UG_STAT_INC(req->loop, responses[1]);
     return ug__buf_append(out_buf(req), cont, sizeof cont - 1);
 }

@@ -1,6 +1,6 @@
 /* Plain socket syscalls the core needs whatever the backend: listen, options, and the
  * non-blocking accept that drains the kernel's queue when the gate closes. */
-#include "internal.h"
+#include "core.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -79,4 +79,17 @@ int ug__sock_drop_syn(int lfd) {
     struct sock_fprog prog = {.len = sizeof code / sizeof code[0],
                               .filter = (struct sock_filter *)code};
     return setsockopt(lfd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0 ? -errno : 0;
+}
+
+int ug__sock_port(int fd, uint16_t *port) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) return -errno;
+    if (ss.ss_family == AF_INET)
+        *port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    else if (ss.ss_family == AF_INET6)
+        *port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    else
+        return -EAFNOSUPPORT;
+    return 0;
 }

@@ -9,7 +9,7 @@
 #define NOT_ARMED UINT32_MAX
 
 void ug__timer_init(ug__timer *t, ug__timer_fn fn) {
-    t->deadline_ms = 0;
+    t->deadline = 0;
     t->heap_idx = NOT_ARMED;
     t->reserved = 0;
     t->fn = fn;
@@ -48,7 +48,7 @@ static void sift_up(ug__timer_heap *h, uint32_t i) {
     ug__timer *t = h->v[i];
     while (i > 0) {
         uint32_t parent = (i - 1) / 2;
-        if (h->v[parent]->deadline_ms <= t->deadline_ms) break;
+        if (h->v[parent]->deadline <= t->deadline) break;
         place(h, i, h->v[parent]);
         i = parent;
     }
@@ -59,9 +59,9 @@ static void sift_down(ug__timer_heap *h, uint32_t i) {
     ug__timer *t = h->v[i];
     for (;;) {
         uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        uint64_t best = t->deadline_ms;
-        if (l < h->n && h->v[l]->deadline_ms < best) m = l, best = h->v[l]->deadline_ms;
-        if (r < h->n && h->v[r]->deadline_ms < best) m = r;
+        uint64_t best = t->deadline;
+        if (l < h->n && h->v[l]->deadline < best) m = l, best = h->v[l]->deadline;
+        if (r < h->n && h->v[r]->deadline < best) m = r;
         if (m == i) break;
         place(h, i, h->v[m]);
         i = m;
@@ -77,13 +77,13 @@ void ug__timer_stop(ug__timer_heap *h, ug__timer *t) {
     ug__timer *last = h->v[--h->n];
     if (i == h->n) return;
     place(h, i, last);
-    if (i > 0 && h->v[(i - 1) / 2]->deadline_ms > last->deadline_ms)
+    if (i > 0 && h->v[(i - 1) / 2]->deadline > last->deadline)
         sift_up(h, i);
     else
         sift_down(h, i);
 }
 
-int ug__timer_start(ug__timer_heap *h, ug__timer *t, uint64_t deadline_ms) {
+int ug__timer_start(ug__timer_heap *h, ug__timer *t, uint64_t deadline) {
     ug__timer_stop(h, t);
     if (t->reserved) {
         assert(h->n < h->cap);
@@ -91,19 +91,19 @@ int ug__timer_start(ug__timer_heap *h, ug__timer *t, uint64_t deadline_ms) {
     } else if (grow(h, h->n - h->reserved_armed + 1 + h->reserved)) {
         return -ENOMEM;
     }
-    t->deadline_ms = deadline_ms;
+    t->deadline = deadline;
     place(h, h->n++, t);
     sift_up(h, t->heap_idx);
     return 0;
 }
 
 uint64_t ug__timer_next(const ug__timer_heap *h) {
-    return h->n ? h->v[0]->deadline_ms : UINT64_MAX;
+    return h->n ? h->v[0]->deadline : UINT64_MAX;
 }
 
 unsigned ug__timer_run(ug__timer_heap *h, uint64_t now_ms, void *ctx) {
     unsigned ran = 0;
-    while (h->n && h->v[0]->deadline_ms <= now_ms) {
+    while (h->n && h->v[0]->deadline <= now_ms) {
         ug__timer *t = h->v[0];
         ug__timer_stop(h, t);
         ran++;

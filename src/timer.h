@@ -1,5 +1,7 @@
-/* A binary min-heap of intrusive timers, for user and request timers (few, varied
- * durations). Connection timeouts use the O(1) timeout queues in server.c instead. */
+/* A binary min-heap of intrusive timers, for request timers and the core's own (few, varied
+ * durations), and the epoll backend's. Deadlines are in the unit of the heap's user:
+ * milliseconds for a loop, nanoseconds for the epoll backend. Connection timeouts use the
+ * O(1) timeout queues of tq.c instead. */
 #ifndef UG_TIMER_H
 #define UG_TIMER_H
 
@@ -9,7 +11,7 @@ typedef struct ug__timer ug__timer;
 typedef void (*ug__timer_fn)(ug__timer *t, void *ctx);
 
 struct ug__timer {
-    uint64_t deadline_ms;
+    uint64_t deadline; /* in the heap user's unit */
     uint32_t heap_idx; /* UINT32_MAX when not armed */
     uint8_t reserved;  /* has a heap slot set aside: starting it cannot fail */
     ug__timer_fn fn;
@@ -29,9 +31,9 @@ void ug__timer_init(ug__timer *t, ug__timer_fn fn);
  * for the timers that shutdown depends on. 0 or -ENOMEM (now, not later). */
 int ug__timer_init_reserved(ug__timer_heap *h, ug__timer *t, ug__timer_fn fn);
 int ug__timer_armed(const ug__timer *t);
-/* Arm (or re-arm) t at deadline_ms. 0, or -ENOMEM when the heap must grow and cannot (never
+/* Arm (or re-arm) t at deadline. 0, or -ENOMEM when the heap must grow and cannot (never
  * for a reserved timer). */
-int ug__timer_start(ug__timer_heap *h, ug__timer *t, uint64_t deadline_ms);
+int ug__timer_start(ug__timer_heap *h, ug__timer *t, uint64_t deadline);
 void ug__timer_stop(ug__timer_heap *h, ug__timer *t);
 /* Earliest deadline, or UINT64_MAX when empty. */
 uint64_t ug__timer_next(const ug__timer_heap *h);

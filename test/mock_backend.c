@@ -417,6 +417,26 @@ static void m_wake(ug__backend *b) {
     pthread_mutex_unlock(&m.mu);
 }
 
+/* The core closes a connection only when nothing is armed on it (the lifetime rule). */
+static int m_close(ug__backend *b, int fd) {
+    (void)b;
+    pthread_mutex_lock(&m.mu);
+    check_thread_locked("close");
+    for (unsigned i = 0; i < m.nops; i++) {
+        const mock_op *o = &m.ops[i];
+        if ((o->kind == MK_RECV || o->kind == MK_SEND || o->kind == MK_ACCEPT) && o->fd == fd &&
+            !o->finished)
+            err_locked("close of fd %d with an operation armed on it", fd);
+    }
+    pthread_mutex_unlock(&m.mu);
+    return close(fd) < 0 ? -errno : 0;
+}
+
+static int m_shutdown(ug__backend *b, int fd, int how) {
+    (void)b;
+    return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
 /* Deliver one queued completion: bookkeeping under the lock, the callback outside it. */
 static void deliver(item *it, ug__completion_cb cb, void *ctx) {
     ug__completion c = it->c;
@@ -526,6 +546,8 @@ const ug__backend_ops mock_backend_ops = {
     .timer_cancel = m_timer_cancel,
     .wait = m_wait,
     .wake = m_wake,
+    .shutdown = m_shutdown,
+    .close = m_close,
 };
 
 /* ---------------------------------------------------------------- running ---- */

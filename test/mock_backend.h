@@ -23,7 +23,7 @@
 #ifndef UG_MOCK_BACKEND_H
 #define UG_MOCK_BACKEND_H
 
-#include "internal.h"
+#include "core.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -2,7 +2,7 @@
  * backend call and every callback runs on the thread that called sim_run(). */
 #include "sim_backend.h"
 
-#include "internal.h"
+#include "core.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -327,7 +327,8 @@ static int sim_alloc(size_t n) {
         fail = 1;
     if (fail) {
         S.res->alloc_failures++;
-        if (S.srv && S.srv->timers.n == S.srv->timers.cap) S.timer_growth_failed = 1;
+        if (S.srv && S.srv->loops[0]->timers.n == S.srv->loops[0]->timers.cap)
+            S.timer_growth_failed = 1;
         mark_all_lossy();
         trace("alloc of %zu bytes fails", n);
     }
@@ -398,7 +399,7 @@ static void backlog_connect(void) {
     int draining = ug_server_state(S.srv) >= UG_GATE_DRAINING;
     int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s < 0) return;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(S.srv->port)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(S.srv->listener.port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int ok = connect(s, (struct sockaddr *)&a, sizeof a) == 0 || errno == EINPROGRESS;
     if (ok && !draining) { /* loopback: the handshake completes at once */
@@ -658,6 +659,17 @@ static void sim_wake(ug__backend *b) {
 
 static int sim_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, void *ctx);
 
+/* Real descriptors: observe() notices what the core closed or shut down. */
+static int sim_shutdown(ug__backend *b, int fd, int how) {
+    (void)b;
+    return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
+static int sim_close(ug__backend *b, int fd) {
+    (void)b;
+    return close(fd) < 0 ? -errno : 0;
+}
+
 static const ug__backend_ops sim_ops = {
     .name = "sim",
     .create = sim_create,
@@ -671,6 +683,8 @@ static const ug__backend_ops sim_ops = {
     .timer_cancel = sim_timer_cancel,
     .wait = sim_wait,
     .wake = sim_wake,
+    .shutdown = sim_shutdown,
+    .close = sim_close,
 };
 
 /* ---------------------------------------------------------------- completions ---- */
@@ -1589,10 +1603,11 @@ static void hang(const char *why) {
         trace("hang after a failed timer start (waived): %s", why);
         S.hang_waived = 1;
     } else {
-        violation("hang: %s (gate %d, %u conn(s) open, %u hold(s), accept armed %d, listener %d, "
+        violation("hang: %s (gate %d, %u conn(s) open, %u hold(s), listener state %d, fd %d, "
                   "%u timer(s), %u step(s) and %llu ms since the script ended)",
-                  why, (int)ug_server_state(srv), srv->conns_open, srv->holds, srv->accept_armed,
-                  srv->lfd, srv->timers.n, S.wind_steps,
+                  why, (int)ug_server_state(srv), srv->loops[0]->conns_open,
+                  atomic_load(&srv->gate.holds), srv->listener.state, srv->listener.fd,
+                  srv->loops[0]->timers.n, S.wind_steps,
                   (unsigned long long)((S.now_ns - S.wind_t0) / 1000000u));
     }
     ug_shutdown_opts o = {.immediate = 1};
@@ -1682,7 +1697,8 @@ static int idle_jump(int64_t timeout_ns) {
 
 /* What the core did since the last wait: closes, shutdowns, sends modified in flight. */
 static void observe(void) {
-    if (S.srv->forced && !S.forced_seen) { /* before closes are noticed: those were forced */
+    if (S.srv->loops[0]->forced &&
+        !S.forced_seen) { /* before closes are noticed: those were forced */
         S.forced_seen = 1;
         mark_all_lossy();
     }
@@ -2193,7 +2209,7 @@ static void final_checks(void) {
     }
     if (!S.clean) return;
     if (ug_server_state(srv) != UG_GATE_CLOSED) violation("the run returned before CLOSED");
-    if (srv->lfd >= 0) violation("the listener is still open");
+    if (srv->listener.fd >= 0) violation("the listener is still open");
     if (S.acc_armed || S.acc_fin) violation("the accept is still armed after the run");
     for (unsigned i = 0; i < S.nconns; i++) {
         sim_conn *c = &S.conns[i];
@@ -2277,7 +2293,7 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
             ug_route(S.srv, "POST", "/post-only", UG_ROUTE_EXACT, h_main, NULL) ||
             ug_server_on_shutdown(S.srv, on_shutdown, NULL))
             violation("setting up routes failed");
-        S.lfd = S.srv->lfd;
+        S.lfd = S.srv->listener.fd;
         /* ugate.h: a client that does not read costs at most max_output_bytes, plus the
          * response that crossed it (ours are at most RESP_MAX, plus the head). */
         S.max_send = S.srv->cfg.max_output_bytes + 2u * RESP_MAX + 8192u;
@@ -2292,7 +2308,7 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
         /* The one documented failure: the first accept could not be armed. */
         if (res->run_rc < 0 && !S.hang && !S.wait_failed && !(res->run_rc == -EIO && S.steps == 0))
             violation("ug_server_run: %d", res->run_rc);
-        if (S.srv->forced && !S.forced_seen) /* forced in the run's last iteration */
+        if (S.srv->loops[0]->forced && !S.forced_seen) /* forced in the run's last iteration */
             for (unsigned i = 0; i < S.nconns; i++)
                 if (!S.conns[i].closed) S.conns[i].lossy = 1;
         for (unsigned i = 0; i < S.nconns; i++) check_conn(&S.conns[i]);

@@ -1486,7 +1486,7 @@ static void test_deferred_eof_uses_freed_context(void) {
     CU_ASSERT_EQUAL(mock_sync(), 0);
     CU_ASSERT_EQUAL(mock_sync(), 0);
     CU_ASSERT_EQUAL(g.handled, REVIEW_NCTX);
-    CU_ASSERT_EQUAL(srv->ctx_free_count, 1024u); /* read after sync: the loop is idle */
+    CU_ASSERT_EQUAL(srv->loops[0]->ctx_free_count, 1024u); /* read after sync: the loop is idle */
     mock_hold();
     mock_recv_str(cn.recv_ud, "Host: t\r\n\r\n", UG__CF_MORE);
     mock_complete(cn.recv_ud, 0, 0); /* EOF */

@@ -295,6 +295,40 @@ static void test_shutdown_drains(void) {
     ug_server_free(sc.srv);
 }
 
+/* With several loops every loop serves its share, a request's loop is where its post runs,
+ * and ids of loops that do not exist are refused. */
+static void test_loops_share(void) {
+    srv_ctx sc;
+    ts_start(&sc, NULL);
+    unsigned n = ug_server_loops(sc.srv);
+    CU_ASSERT_EQUAL(n, g_threads);
+    enum { CONNS = 40 };
+    int fds[CONNS];
+    for (int i = 0; i < CONNS; i++) {
+        fds[i] = tu_connect(sc.port);
+        CU_ASSERT_FATAL(fds[i] >= 0);
+        char body[64];
+        CU_ASSERT_EQUAL(tu_send_all(fds[i], GET_ROOT, sizeof GET_ROOT - 1), 0);
+        CU_ASSERT_EQUAL(tu_read_response(fds[i], body, sizeof body, NULL), 200);
+    }
+    for (unsigned l = 0; l < n; l++) {
+        ug_stats ls;
+        CU_ASSERT_EQUAL(ug_server_loop_stats(sc.srv, l, &ls), 0);
+        /* The fewest-connections hand-off spreads 40 open connections evenly. */
+        CU_ASSERT(ls.conns_open >= CONNS / n - 1);
+        CU_ASSERT(ls.requests >= CONNS / n - 1);
+    }
+    ug_stats ls;
+    CU_ASSERT_EQUAL(ug_server_loop_stats(sc.srv, n, &ls), -EINVAL);
+    uint64_t bogus = (uint64_t)(UG_MAX_LOOPS - 1) << 28;
+    CU_ASSERT_EQUAL(ug_req_post(sc.srv, bogus, NULL, NULL), -EINVAL);
+    for (int i = 0; i < CONNS; i++) {
+        tu_forget(fds[i]);
+        close(fds[i]);
+    }
+    ts_stop(&sc);
+}
+
 static void register_suites(void) {
     const char *name = g_backend == UG_BACKEND_URING ? "e2e-uring" : "e2e-epoll";
     CU_pSuite s = CU_add_suite(name, NULL, NULL);
@@ -306,6 +340,7 @@ static void register_suites(void) {
     CU_add_test(s, "late response, forgotten response, cancel", test_late_and_forgotten);
     CU_add_test(s, "client resets mid-response", test_reset_mid_response);
     CU_add_test(s, "shutdown drains a slow request", test_shutdown_drains);
+    CU_add_test(s, "the loops share the connections", test_loops_share);
 }
 
 int main(int argc, char **argv) {

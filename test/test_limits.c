@@ -762,7 +762,7 @@ static void test_handler_timeout_late_answer(void) {
 
     /* The late answer finds nothing. */
     late_answer a1 = {id1, "too late", -1};
-    CU_ASSERT_EQUAL(ts_on_loop(&sc, answer_late, &a1), 0);
+    CU_ASSERT_EQUAL(ts_on_req_loop(&sc, a1.id, answer_late, &a1), 0);
     CU_ASSERT_EQUAL(a1.found, 0);
 
     /* The connection moves on to another deferred request: the old id still finds nothing
@@ -771,10 +771,10 @@ static void test_handler_timeout_late_answer(void) {
     uint64_t id2 = wait_new_id(&sc, id1);
     CU_ASSERT(id2 != id1);
     late_answer a2 = {id1, "too late", -1};
-    CU_ASSERT_EQUAL(ts_on_loop(&sc, answer_late, &a2), 0);
+    CU_ASSERT_EQUAL(ts_on_req_loop(&sc, a2.id, answer_late, &a2), 0);
     CU_ASSERT_EQUAL(a2.found, 0);
     late_answer a3 = {id2, "second", -1};
-    CU_ASSERT_EQUAL(ts_on_loop(&sc, answer_late, &a3), 0);
+    CU_ASSERT_EQUAL(ts_on_req_loop(&sc, a3.id, answer_late, &a3), 0);
     CU_ASSERT_EQUAL(a3.found, 1);
     CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, NULL), 200);
     CU_ASSERT_STRING_EQUAL(body, "second");

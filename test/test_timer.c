@@ -34,9 +34,9 @@ static void record(ug__timer *t, void *ctx) {
     (void)ctx;
     tt *x = (tt *)t;
     x->fired++;
-    x->fired_at_deadline = t->deadline_ms;
-    if (t->deadline_ms < last_deadline) order_ok = 0;
-    last_deadline = t->deadline_ms;
+    x->fired_at_deadline = t->deadline;
+    if (t->deadline < last_deadline) order_ok = 0;
+    last_deadline = t->deadline;
     if (norder < sizeof order / sizeof order[0]) order[norder++] = x->id;
 }
 
@@ -51,7 +51,7 @@ static int heap_ok(const ug__timer_heap *h) {
     if (h->n > h->cap) return 0;
     for (uint32_t i = 0; i < h->n; i++) {
         if (h->v[i]->heap_idx != i) return 0;
-        if (i > 0 && h->v[(i - 1) / 2]->deadline_ms > h->v[i]->deadline_ms) return 0;
+        if (i > 0 && h->v[(i - 1) / 2]->deadline > h->v[i]->deadline) return 0;
     }
     return 1;
 }
@@ -59,7 +59,7 @@ static int heap_ok(const ug__timer_heap *h) {
 static uint64_t min_armed(tt *v, int n) {
     uint64_t m = UINT64_MAX;
     for (int i = 0; i < n; i++)
-        if (ug__timer_armed(&v[i].t) && v[i].t.deadline_ms < m) m = v[i].t.deadline_ms;
+        if (ug__timer_armed(&v[i].t) && v[i].t.deadline < m) m = v[i].t.deadline;
     return m;
 }
 
@@ -106,7 +106,7 @@ static void test_random_order(void) {
         CU_ASSERT(ug__timer_next(&h) > now);
         CU_ASSERT_EQUAL(ug__timer_next(&h), min_armed(v, N));
         unsigned due = 0;
-        for (int i = 0; i < N; i++) due += v[i].t.deadline_ms <= now;
+        for (int i = 0; i < N; i++) due += v[i].t.deadline <= now;
         CU_ASSERT_EQUAL(total, due);
     }
     total += ug__timer_run(&h, UINT64_MAX, NULL);
@@ -210,7 +210,7 @@ static void test_random_ops_model(void) {
         case 1: {
             uint64_t d = rnd() % 5000;
             if (ug__timer_start(&h, &v[i].t, d)) bad++;
-            if (v[i].t.deadline_ms != d || !ug__timer_armed(&v[i].t)) bad++;
+            if (v[i].t.deadline != d || !ug__timer_armed(&v[i].t)) bad++;
             break;
         }
         default:

@@ -1,6 +1,7 @@
 #include "testserver.h"
 #include "testutil.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 ug_backend_kind g_backend = UG_BACKEND_URING;
+unsigned g_threads = 1;
 
 static ug_handler_result h_hello(ug_request *req, void *user) {
     (void)user;
@@ -124,6 +126,7 @@ void ts_start(srv_ctx *sc, ug_config *cfg_in) {
     memset(sc, 0, sizeof *sc);
     cfg->port = 0;
     cfg->backend = g_backend;
+    if (!cfg->threads || cfg->threads == 1) cfg->threads = g_threads;
     cfg->log = quiet_log;
     int rc = ug_server_create(&sc->srv, cfg);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
@@ -159,6 +162,10 @@ void ts_init(int argc, char **argv) {
     } else {
         tu_require_uring();
     }
+    if (argc > 2) g_threads = (unsigned)atoi(argv[2]);
+    if (g_threads < 1) g_threads = 1;
+    fprintf(stderr, "backend %s, %u loop(s)\n",
+            g_backend == UG_BACKEND_EPOLL ? "epoll" : "io_uring", g_threads);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
@@ -179,8 +186,20 @@ static void sync_post_run(ug_server *srv, void *arg) {
 }
 
 int ts_on_loop(srv_ctx *sc, ug_post_fn fn, void *user) {
+    return ts_on_loop_n(sc, 0, fn, user);
+}
+
+int ts_on_req_loop(srv_ctx *sc, uint64_t id, ug_post_fn fn, void *user) {
     sync_post p = {fn, user, 0};
-    int rc = ug_server_post(sc->srv, sync_post_run, &p);
+    int rc = ug_req_post(sc->srv, id, sync_post_run, &p);
+    if (rc) return rc;
+    while (!__atomic_load_n(&p.done, __ATOMIC_ACQUIRE)) usleep(200);
+    return 0;
+}
+
+int ts_on_loop_n(srv_ctx *sc, unsigned loop, ug_post_fn fn, void *user) {
+    sync_post p = {fn, user, 0};
+    int rc = ug_server_post_loop(sc->srv, loop, sync_post_run, &p);
     if (rc) return rc;
     /* Posted work always runs, at the latest before ug_server_run returns; a stuck loop is
      * caught by the test watchdog. */

@@ -21,6 +21,7 @@ typedef struct srv_ctx {
 } srv_ctx;
 
 extern ug_backend_kind g_backend;
+extern unsigned g_threads; /* loops per server: the suites run with 1 and with 2 */
 
 /* Routes: GET / (hello), POST /echo, any /path... (echoes the target), GET /forget (returns
  * without responding), GET /late?ms=N (responds "late" from a timer, counts cancels),
@@ -35,12 +36,16 @@ void ts_start(srv_ctx *sc, ug_config *cfg);
 void ts_stop(srv_ctx *sc);
 /* Join the loop thread (after a shutdown requested elsewhere); does not free. */
 void ts_join(srv_ctx *sc);
-/* Parse argv: "epoll" selects the epoll backend, otherwise io_uring (skipping if refused).
- * Raises RLIMIT_NOFILE to its hard limit. */
+/* Parse argv: "epoll" selects the epoll backend, otherwise io_uring (skipping if refused);
+ * a second argument is the number of loops (1 by default). Raises RLIMIT_NOFILE to its hard
+ * limit. */
 void ts_init(int argc, char **argv);
 /* Run fn(srv, user) on the loop thread (ug_server_post) and wait until it has run. The server
  * must be running. Returns 0 or the post's error. */
 int ts_on_loop(srv_ctx *sc, ug_post_fn fn, void *user);
+/* The same on the given loop; on the loop that owns request id (ug_req_find needs it). */
+int ts_on_loop_n(srv_ctx *sc, unsigned loop, ug_post_fn fn, void *user);
+int ts_on_req_loop(srv_ctx *sc, uint64_t id, ug_post_fn fn, void *user);
 /* The server's counters now, read on the loop thread. */
 int ts_stats_now(srv_ctx *sc, ug_stats *out);
 

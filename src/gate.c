@@ -1,0 +1,262 @@
+/* The accept gate: shutdown requests, lame duck, the close point, the drain, the deadline,
+ * and how the loops follow it.
+ *
+ * Loop 0 alone makes the transitions (OPEN → LAME_DUCK → DRAINING), each once, and publishes
+ * them in gate.state; the close point is its transition to DRAINING, where it stops the
+ * listener (listener.c) so that nothing is accepted after it. Every loop, on its next turn,
+ * follows: its connections drain (the pipelined requests already received are answered, idle
+ * ones linger), and its own deadline timer is armed at the one absolute deadline loop 0 set
+ * before publishing DRAINING. At the deadline, or on an immediate stop, gate.forcing makes
+ * every loop end what it still holds. A loop ends when the gate is DRAINING, the listener is
+ * closed (nothing more can be handed to it), it has no connection left and no hold is
+ * outstanding; the run returns when every loop has ended.
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#define DEFAULT_DRAIN_TIMEOUT_MS 30000u
+
+static ug__loop *loop0(ug_server *srv) {
+    return srv->loops[0];
+}
+
+void ug__gate_wake_all(ug_server *srv) {
+    for (uint32_t i = 0; i < srv->nloops; i++) ug__loop_wake(srv->loops[i]);
+}
+
+static void set_state(ug_server *srv, ug_gate_state st) {
+    atomic_store_explicit(&srv->gate.state, (int)st, memory_order_release);
+}
+
+static void run_hooks(ug_server *srv, ug_gate_state st) {
+    for (size_t i = 0; i < srv->nhooks; i++) srv->hooks[i].fn(srv, st, srv->hooks[i].user);
+}
+
+/* ---------------------------------------------------------------- loop 0: transitions ---- */
+
+/* OPEN/LAME_DUCK → DRAINING, once: the close point. */
+static void gate_close(ug__loop *lp0, uint32_t timeout_ms) {
+    ug_server *srv = lp0->srv;
+    ug__gate *g = &srv->gate;
+    int st = ug__gate_state(srv);
+    if (st >= UG_GATE_DRAINING) return;
+    if (st == UG_GATE_LAME_DUCK)
+        srv->report.lame_duck_us = (lp0->now_ms - g->t_lame_duck_ms) * 1000u;
+    ug__timer_stop(&lp0->timers, &g->lame_duck_timer);
+    g->t_close_ms = lp0->now_ms;
+    srv->report.conns_at_close = ug__server_load(srv);
+    ug__log(srv, UG_LOG_INFO, "gate closing: %llu connection(s) open, deadline %u ms",
+            (unsigned long long)srv->report.conns_at_close, timeout_ms);
+    /* The deadline and the forcing are set before DRAINING is published: a loop that sees
+     * DRAINING (acquire) sees them too. */
+    atomic_store_explicit(&g->deadline_ns, lp0->now_ns + (uint64_t)timeout_ms * 1000000u,
+                          memory_order_relaxed);
+    if (timeout_ms == 0)
+        atomic_store_explicit(&g->forcing, UG_FORCE_IMMEDIATE, memory_order_relaxed);
+    set_state(srv, UG_GATE_DRAINING);
+    ug__listener_gate_closed(lp0);
+    run_hooks(srv, UG_GATE_DRAINING);
+    ug__gate_wake_all(srv);
+}
+
+static void lame_duck_over(ug__timer *t, void *arg) {
+    (void)t;
+    ug__loop *lp0 = arg;
+    gate_close(lp0, atomic_load(&lp0->srv->gate.timeout_ms));
+}
+
+int ug__gate_init(ug_server *srv) {
+    ug__gate *g = &srv->gate;
+    atomic_init(&g->state, UG_GATE_OPEN);
+    atomic_init(&g->req, UG_SD_NONE);
+    atomic_init(&g->opts_claimed, 0);
+    atomic_init(&g->opts_ready, 0);
+    atomic_init(&g->delay_ms, 0);
+    atomic_init(&g->timeout_ms, DEFAULT_DRAIN_TIMEOUT_MS);
+    atomic_init(&g->deadline_ns, 0);
+    atomic_init(&g->forcing, UG_FORCE_NONE);
+    atomic_init(&g->holds, 0);
+    return ug__timer_init_reserved(&loop0(srv)->timers, &g->lame_duck_timer, lame_duck_over);
+}
+
+/* Apply shutdown requests stored by ug_server_shutdown (any thread, or a signal handler). */
+static void check_shutdown(ug__loop *lp0) {
+    ug_server *srv = lp0->srv;
+    ug__gate *g = &srv->gate;
+    int req = atomic_load_explicit(&g->req, memory_order_acquire);
+    if (req <= g->seen_req) return;
+    if (!atomic_load_explicit(&g->opts_ready, memory_order_acquire)) return;
+    int first = g->seen_req == UG_SD_NONE;
+    g->seen_req = req;
+    if (req == UG_SD_IMMEDIATE) {
+        if (ug__gate_state(srv) < UG_GATE_DRAINING) {
+            gate_close(lp0, 0);
+        } else {
+            atomic_store_explicit(&g->forcing, UG_FORCE_IMMEDIATE, memory_order_relaxed);
+            ug__gate_wake_all(srv);
+        }
+        return;
+    }
+    if (!first) return;
+    uint32_t delay = atomic_load(&g->delay_ms);
+    if (delay) {
+        ug__log(srv, UG_LOG_INFO, "lame duck for %u ms: %llu connection(s) open", delay,
+                (unsigned long long)ug__server_load(srv));
+        set_state(srv, UG_GATE_LAME_DUCK);
+        g->t_lame_duck_ms = lp0->now_ms;
+        int rc = ug__timer_start(&lp0->timers, &g->lame_duck_timer, lp0->now_ms + delay);
+        assert(rc == 0 && g->lame_duck_timer.reserved); /* reserved at create */
+        (void)rc;
+        run_hooks(srv, UG_GATE_LAME_DUCK);
+        return;
+    }
+    gate_close(lp0, atomic_load(&g->timeout_ms));
+}
+
+int ug_server_shutdown(ug_server *srv, const ug_shutdown_opts *opts) {
+    if (!srv) return -EINVAL;
+    ug__gate *g = &srv->gate;
+    if (atomic_load(&g->state) == UG_GATE_CLOSED) return -ESHUTDOWN;
+    int want = (opts && opts->immediate) ? UG_SD_IMMEDIATE : UG_SD_GRACEFUL;
+    int unclaimed = 0;
+    if (atomic_compare_exchange_strong(&g->opts_claimed, &unclaimed, 1)) {
+        uint32_t timeout =
+            opts && opts->drain_timeout_ms ? opts->drain_timeout_ms : DEFAULT_DRAIN_TIMEOUT_MS;
+        atomic_store(&g->delay_ms, opts ? opts->drain_delay_ms : 0);
+        atomic_store(&g->timeout_ms, timeout);
+        atomic_store_explicit(&g->opts_ready, 1, memory_order_release);
+    }
+    int cur = atomic_load(&g->req);
+    while (cur < want && !atomic_compare_exchange_weak(&g->req, &cur, want)) {
+    }
+    ug__loop_wake(loop0(srv)); /* an eventfd write: async-signal-safe */
+    return 0;
+}
+
+ug_gate_state ug_server_state(const ug_server *srv) {
+    return (ug_gate_state)atomic_load_explicit(&srv->gate.state, memory_order_acquire);
+}
+
+/* ---------------------------------------------------------------- every loop ---- */
+
+void ug__gate_force_loop(ug__loop *lp, ug_cancel_reason why) {
+    ug_server *srv = lp->srv;
+    lp->phase = UG_LOOP_FORCED;
+    lp->forced = 1;
+    for (uint32_t i = 0; i < lp->slots_used; i++) {
+        ug__conn *c = &lp->slots[i];
+        if (c->state == UG_CONN_OPEN || c->state == UG_CONN_LINGER) ug__conn_abort(lp, c, why);
+    }
+    /* After the aborts (a cancel callback may have taken a hold, refused from now on), loop
+     * 0 drops the holds: they are the server's. */
+    if (lp->index == 0) {
+        uint32_t h = atomic_exchange(&srv->gate.holds, 0);
+        srv->report.holds_forced += h;
+    }
+}
+
+/* This loop follows the close: its connections drain against its own deadline timer. */
+static void enter_draining(ug__loop *lp) {
+    ug_server *srv = lp->srv;
+    lp->phase = UG_LOOP_DRAINING;
+    for (uint32_t i = 0; i < lp->slots_used; i++)
+        if (lp->slots[i].state != UG_CONN_FREE) ug__conn_drain(lp, &lp->slots[i]);
+    if (ug__gate_forcing(srv) == UG_FORCE_IMMEDIATE) return; /* forced right after */
+    uint64_t deadline_ns = atomic_load_explicit(&srv->gate.deadline_ns, memory_order_relaxed);
+    if (lp->be_ops->timer(lp->be, deadline_ns, UG_UD(UG_OP_DEADLINE, 0, 0)) == 0) {
+        lp->deadline_armed = 1;
+        return;
+    }
+    /* The loop's own timer bounds the drain instead (its slot is reserved). */
+    ug__log(srv, UG_LOG_WARN, "drain deadline timer refused: using the loop timer");
+    uint64_t deadline_ms = deadline_ns / 1000000u;
+    int rc = ug__timer_start(&lp->timers, &lp->deadline_fallback, deadline_ms);
+    assert(rc == 0 && lp->deadline_fallback.reserved);
+    (void)rc;
+}
+
+void ug__gate_turn(ug__loop *lp) {
+    ug_server *srv = lp->srv;
+    if (lp->index == 0) check_shutdown(lp);
+    if (lp->phase == UG_LOOP_RUNNING &&
+        atomic_load_explicit(&srv->gate.state, memory_order_acquire) >= UG_GATE_DRAINING)
+        enter_draining(lp);
+    int forcing = ug__gate_forcing(srv);
+    if (forcing && lp->phase != UG_LOOP_FORCED) {
+        /* At the deadline a loop with nothing open has nothing to force. */
+        if (forcing == UG_FORCE_IMMEDIATE || lp->conns_open)
+            ug__gate_force_loop(lp, UG_CANCEL_DEADLINE);
+        else
+            lp->phase = UG_LOOP_FORCED;
+    }
+}
+
+int ug__gate_done(const ug__loop *lp) {
+    const ug_server *srv = lp->srv;
+    return lp->phase != UG_LOOP_RUNNING && lp->conns_open == 0 &&
+           atomic_load_explicit(&srv->listener.closed, memory_order_acquire) &&
+           atomic_load_explicit(&srv->gate.holds, memory_order_acquire) == 0 &&
+           atomic_load_explicit(&lp->inbox.head, memory_order_relaxed) ==
+               atomic_load_explicit(&lp->inbox.tail, memory_order_acquire);
+}
+
+void ug__gate_on_deadline(ug__loop *lp, const ug__completion *cq) {
+    ug_server *srv = lp->srv;
+    if (cq) {
+        lp->deadline_armed = 0;
+        if (cq->res == -ECANCELED) return;
+    }
+    uint32_t holds = lp->index == 0 ? atomic_load(&srv->gate.holds) : 0;
+    if (lp->index == 0) {
+        /* Nothing is served after the deadline, on any loop: connections still handed over
+         * are closed as they arrive. */
+        int none = UG_FORCE_NONE;
+        atomic_compare_exchange_strong(&srv->gate.forcing, &none, UG_FORCE_DEADLINE);
+        ug__gate_wake_all(srv);
+    }
+    if (lp->phase == UG_LOOP_FORCED) return;
+    if (lp->conns_open || holds) {
+        ug__log(srv, UG_LOG_WARN, "drain deadline: loop %u forcing %u connection(s)%s", lp->index,
+                lp->conns_open, holds ? ", dropping the holds" : "");
+        ug__gate_force_loop(lp, UG_CANCEL_DEADLINE);
+    } else {
+        lp->phase = UG_LOOP_FORCED;
+    }
+}
+
+/* A loop whose backend failed ends everything it holds; the server stops with it (loop 0
+ * closes the gate as for an immediate shutdown; if loop 0 is the one, it closes the listener
+ * at once). */
+void ug__gate_loop_failed(ug__loop *lp) {
+    ug_server *srv = lp->srv;
+    atomic_store(&srv->gate.forcing, UG_FORCE_IMMEDIATE);
+    if (lp->index == 0) {
+        if (ug__gate_state(srv) < UG_GATE_DRAINING) set_state(srv, UG_GATE_DRAINING);
+        ug__listener_fail(lp);
+    } else {
+        ug_shutdown_opts now = {.immediate = 1};
+        ug_server_shutdown(srv, &now);
+    }
+    ug__gate_force_loop(lp, UG_CANCEL_SERVER_ERROR);
+    ug__gate_wake_all(srv);
+}
+
+/* ---------------------------------------------------------------- holds ---- */
+
+int ug_server_hold(ug_server *srv) {
+    if (ug__gate_state(srv) == UG_GATE_CLOSED || ug__gate_forcing(srv)) return -ESHUTDOWN;
+    atomic_fetch_add(&srv->gate.holds, 1);
+    return 0;
+}
+
+int ug_server_release(ug_server *srv) {
+    uint32_t cur = atomic_load(&srv->gate.holds);
+    do {
+        if (!cur) return -EINVAL;
+    } while (!atomic_compare_exchange_weak(&srv->gate.holds, &cur, cur - 1));
+    if (cur == 1) ug__gate_wake_all(srv); /* the last one: loops waiting for it may end */
+    return 0;
+}

@@ -1,0 +1,343 @@
+/* Requests: the context recycler, dispatch to the route (router.c) and the handler, the
+ * core's own answers (404, 405, 503), cancels, the handler timeout, and the ug_req_* API. */
+#include "core.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Buffers grown past this by a large request are freed when the context is recycled. */
+#define CTX_BUF_KEEP (16u * 1024)
+#define CTX_FREE_MAX 1024u
+/* A canned body and its length. */
+#define LIT_BODY(s) (s), (sizeof(s) - 1)
+
+/* ---------------------------------------------------------------- context recycler ---- */
+
+static void inflight_done(ug__loop *lp, struct ug_request *ctx) {
+    if (ctx->inflight) {
+        ctx->inflight = 0;
+        __atomic_store_n(&lp->inflight, lp->inflight - 1, __ATOMIC_RELAXED); /* a gauge */
+    }
+}
+
+struct ug_request *ug__ctx_get(ug__loop *lp) {
+    struct ug_request *ctx = lp->ctx_free;
+    if (ctx) {
+        lp->ctx_free = ctx->free_next;
+        lp->ctx_free_count--;
+        return ctx;
+    }
+    size_t hdr_bytes = (size_t)lp->limits->max_headers * sizeof(ug__http_header);
+    ctx = ug__calloc(1, sizeof *ctx + hdr_bytes);
+    if (!ctx) return NULL;
+    ctx->loop = lp;
+    ctx->headers = (ug__http_header *)(ctx + 1);
+    ctx->sending = -1;
+    ug__timer_init(&ctx->timer, NULL);
+    return ctx;
+}
+
+static void buf_trim(ug__buf *b) {
+    b->len = 0;
+    if (b->cap > CTX_BUF_KEEP) ug__buf_free(b);
+}
+
+void ug__ctx_destroy(struct ug_request *ctx) {
+    ug__buf_free(&ctx->in);
+    ug__buf_free(&ctx->parked);
+    ug__buf_free(&ctx->out[0]);
+    ug__buf_free(&ctx->out[1]);
+    ug__buf_free(&ctx->resp_hdrs);
+    free(ctx);
+}
+
+void ug__ctx_put(ug__loop *lp, struct ug_request *ctx) {
+    ug__timer_stop(&lp->timers, &ctx->timer);
+    inflight_done(lp, ctx);
+    buf_trim(&ctx->in);
+    buf_trim(&ctx->parked);
+    buf_trim(&ctx->out[0]);
+    buf_trim(&ctx->out[1]);
+    buf_trim(&ctx->resp_hdrs);
+    ctx->own_hdrs = 0;
+    ctx->in_off = 0;
+    ctx->sending = -1;
+    ctx->sent = 0;
+    ctx->parsing = 0;
+    ctx->rstate = UG_RS_NONE;
+    ctx->id = 0;
+    ctx->cancel_fn = NULL;
+    ctx->timer_fn = NULL;
+    ctx->conn = NULL;
+    if (lp->ctx_free_count >= CTX_FREE_MAX) {
+        ug__ctx_destroy(ctx);
+        return;
+    }
+    ctx->free_next = lp->ctx_free;
+    lp->ctx_free = ctx;
+    lp->ctx_free_count++;
+}
+
+void ug__ctx_free_all(ug__loop *lp) {
+    while (lp->ctx_free) {
+        struct ug_request *ctx = lp->ctx_free;
+        lp->ctx_free = ctx->free_next;
+        ug__ctx_destroy(ctx);
+    }
+    lp->ctx_free_count = 0;
+}
+
+void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason why) {
+    if (!ug__request_live(ctx)) return;
+    ug_cancel_fn fn = ctx->cancel_fn;
+    void *user = ctx->cancel_user;
+    ctx->cancel_fn = NULL;
+    ctx->rstate = UG_RS_NONE;
+    ctx->id = 0;
+    inflight_done(lp, ctx);
+    ug__timer_stop(&lp->timers, &ctx->timer);
+    if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING && why == UG_CANCEL_DEADLINE)
+        lp->report.requests_forced++;
+    if (fn) { /* ug_stats counts the callbacks fired, as the handler timeout does */
+        UG_STAT_INC(lp, requests_cancelled);
+        fn(ctx, why, user);
+    }
+}
+
+/* ---------------------------------------------------------------- requests ---- */
+
+/* A response the core itself gives (404, 405, 503, an error status). If even that cannot be
+ * queued (out of memory), the connection is ended: no request may be left without answer or
+ * timeout. */
+static void core_respond(struct ug_request *ctx, int status, const char *body, size_t len) {
+    if (ug_resp_send(ctx, status, "text/plain", body, len) == 0) return;
+    ctx->rstate = UG_RS_NONE;
+    ctx->id = 0;
+    ctx->conn->flags |= UG_CF_FAILED;
+}
+
+void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
+    UG_STAT_INC(lp, requests);
+    ctx->id = (++lp->req_seq << UG_ID_SEQ_SHIFT) | ((uint64_t)lp->index << UG_ID_LOOP_SHIFT) |
+              ug__conn_idx(lp, c);
+    ctx->head = (ctx->http.flags & UG_HTTP_HEAD) != 0;
+    ctx->keep_alive = (ctx->http.flags & UG_HTTP_KEEP_ALIVE) != 0;
+    ctx->rstate = UG_RS_HANDLER;
+    ctx->cancel_fn = NULL;
+    ctx->resp_hdrs.len = 0;
+    ctx->own_hdrs = 0;
+    int path_hit;
+    const ug__route *r =
+        ug__router_find(&lp->srv->router, ug_req_method(ctx), ug_req_path(ctx), &path_hit);
+    if (!r) {
+        if (path_hit)
+            core_respond(ctx, 405, LIT_BODY("Method Not Allowed\n"));
+        else
+            core_respond(ctx, 404, LIT_BODY("Not Found\n"));
+        return;
+    }
+    if (lp->max_inflight != UG_UNLIMITED && lp->inflight >= lp->max_inflight) {
+        /* Load shedding: answered at once, cheaply, and the client is told when to retry. */
+        UG_STAT_INC(lp, shed);
+        (void)ug_resp_header(ctx, "Retry-After", "1"); /* a 503 without it is still right */
+        core_respond(ctx, 503, LIT_BODY("Service Unavailable\n"));
+        return;
+    }
+    ctx->inflight = 1;
+    __atomic_store_n(&lp->inflight, lp->inflight + 1, __ATOMIC_RELAXED); /* a gauge */
+    ug_handler_result res = r->fn(ctx, r->user);
+    if (ctx->rstate == UG_RS_HANDLER) {
+        if (res == UG_LATER) {
+            ctx->rstate = UG_RS_DEFERRED;
+            /* Buffered behind the client's EOF: like any deferred request whose client
+             * closed, it is cancelled (see ug_cancel_reason). */
+            if (c->flags & UG_CF_PEER_EOF) {
+                /* Consume the request here and let the connection close once the output
+                 * before it is sent; aborting from inside process() would pull the
+                 * context out from under the parse loop. */
+                ug__request_cancel(lp, ctx, UG_CANCEL_CLIENT_GONE);
+                ctx->in_off = ctx->in.len;
+                ctx->parsing = 0;
+                c->flags |= UG_CF_CLOSE_AFTER;
+            }
+            return;
+        }
+        /* A handler that neither answered nor deferred: the client must not hang. */
+        UG_STAT_INC(lp, handler_no_response);
+        ug__log(lp->srv, UG_LOG_WARN, "handler returned UG_DONE without responding: 500");
+        if (ug__resp_error(ctx, 500)) c->flags |= UG_CF_FAILED;
+        ctx->rstate = UG_RS_ANSWERED;
+    } else if (ctx->rstate == UG_RS_STREAMING && res == UG_DONE) {
+        /* Returned mid-stream without deferring: the body can't be completed. Send what is
+         * queued and close, so the client sees a truncated chunked body, not a hang. */
+        UG_STAT_INC(lp, handler_no_response);
+        ug__log(lp->srv, UG_LOG_WARN, "handler returned UG_DONE mid-stream: closing");
+        c->flags |= UG_CF_CLOSE_AFTER;
+        ctx->rstate = UG_RS_ANSWERED;
+    }
+}
+
+/* The answered request's bytes are consumed; parked input joins the buffer. */
+void ug__request_finish(ug__loop *lp, struct ug_request *ctx) {
+    inflight_done(lp, ctx);
+    ctx->in_off += ctx->http.consumed;
+    ctx->parsing = 0;
+    ctx->rstate = UG_RS_NONE;
+    ctx->id = 0;
+    ctx->cancel_fn = NULL;
+    ctx->timer_fn = NULL;
+    ug__timer_stop(&lp->timers, &ctx->timer);
+    if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING) lp->report.requests_drained++;
+    if (ctx->parked.len) {
+        if (ctx->in_off) {
+            memmove(ctx->in.p, ctx->in.p + ctx->in_off, ctx->in.len - ctx->in_off);
+            ctx->in.len -= ctx->in_off;
+            ctx->in_off = 0;
+        }
+        if (ug__buf_append(&ctx->in, ctx->parked.p, ctx->parked.len) == 0)
+            ctx->parked.len = 0;
+        else /* the parked bytes cannot follow: the stream can't go on in order */
+            ctx->conn->flags |= UG_CF_FAILED;
+    }
+}
+
+/* handler_timeout_ms passed with the request deferred: answer for the handler, then tell
+ * it; a late answer will find nothing. */
+void ug__request_timed_out(ug__loop *lp, struct ug_request *ctx) {
+    ug_cancel_fn fn = ctx->cancel_fn;
+    void *user = ctx->cancel_user;
+    ctx->cancel_fn = NULL;
+    UG_STAT_INC(lp, timeouts_handler);
+    ctx->rstate = UG_RS_HANDLER;
+    /* What the handler added with ug_resp_header was meant for its own answer. */
+    ctx->resp_hdrs.len = 0;
+    ctx->own_hdrs = 0;
+    core_respond(ctx, 503, LIT_BODY("Service Unavailable\n"));
+    ug__mark_dirty(lp, ctx->conn); /* core_respond may have failed it: the flush closes it */
+    if (fn) {
+        UG_STAT_INC(lp, requests_cancelled);
+        fn(ctx, UG_CANCEL_TIMEOUT, user);
+    }
+}
+
+void ug__request_answered(struct ug_request *req) {
+    ug__mark_dirty(req->loop, req->conn);
+}
+
+/* ---------------------------------------------------------------- request API ---- */
+
+static ug_str view(const struct ug_request *req, ug__span s) {
+    ug_str v = {req->in.p + req->in_off + s.off, s.len};
+    return v;
+}
+
+ug_str ug_req_method(const ug_request *req) {
+    return view(req, req->http.method);
+}
+ug_str ug_req_target(const ug_request *req) {
+    return view(req, req->http.target);
+}
+ug_str ug_req_path(const ug_request *req) {
+    if (!req->http.path.len) return (ug_str){"/", 1}; /* an absolute-form target without one */
+    return view(req, req->http.path);
+}
+ug_str ug_req_query(const ug_request *req) {
+    if (!req->http.has_query) return (ug_str){NULL, 0};
+    return view(req, req->http.query);
+}
+ug_str ug_req_authority(const ug_request *req) {
+    if (!req->http.has_authority) return (ug_str){NULL, 0};
+    return view(req, req->http.authority);
+}
+int ug_req_http_minor(const ug_request *req) {
+    return req->http.http_minor;
+}
+ug_str ug_req_body(const ug_request *req) {
+    if (!req->http.body.len) return (ug_str){"", 0};
+    return view(req, req->http.body);
+}
+ug_server *ug_req_server(const ug_request *req) {
+    return req->loop->srv;
+}
+unsigned ug_req_loop(const ug_request *req) {
+    return req->loop->index;
+}
+uint64_t ug_req_id(const ug_request *req) {
+    return req->id;
+}
+
+ug_str ug_req_header(const ug_request *req, const char *name) {
+    int i = ug__http_find_header(&req->http, req->in.p + req->in_off, name, (uint32_t)strlen(name));
+    if (i < 0) return (ug_str){NULL, 0};
+    return view(req, req->headers[i].value);
+}
+
+size_t ug_req_header_count(const ug_request *req) {
+    return req->http.nheaders;
+}
+
+int ug_req_header_at(const ug_request *req, size_t i, ug_str *name, ug_str *value) {
+    if (i >= req->http.nheaders) return -ERANGE;
+    if (name) *name = view(req, req->headers[i].name);
+    if (value) *value = view(req, req->headers[i].value);
+    return 0;
+}
+
+ug_str ug_req_query_param(const ug_request *req, const char *key) {
+    ug_str q = ug_req_query(req);
+    size_t kl = strlen(key);
+    const char *p = q.ptr, *end = q.ptr + q.len;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        const char *kend = eq ? eq : stop;
+        if ((size_t)(kend - p) == kl && !memcmp(p, key, kl)) {
+            if (!eq) return (ug_str){stop, 0};
+            return (ug_str){eq + 1, (size_t)(stop - eq - 1)};
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return (ug_str){NULL, 0};
+}
+
+ug_request *ug_req_find(ug_server *srv, uint64_t id) {
+    if (!srv || !id) return NULL;
+    uint32_t li = UG_ID_LOOP(id), idx = (uint32_t)(id & UG_IDX_MAX);
+    if (li >= srv->nloops) return NULL;
+    ug__loop *lp = srv->loops[li];
+    ug__conn *c = idx < lp->slots_used ? &lp->slots[idx] : NULL;
+    if (!c || c->state != UG_CONN_OPEN || !c->ctx || c->ctx->id != id ||
+        !ug__request_live(c->ctx)) {
+        UG_STAT_INC(lp, late_responses); /* its answer, if any, is dropped by the caller */
+        return NULL;
+    }
+    return c->ctx;
+}
+
+int ug_req_post(ug_server *srv, uint64_t id, ug_post_fn fn, void *user) {
+    if (!srv || !fn || UG_ID_LOOP(id) >= srv->nloops) return -EINVAL;
+    return ug__loop_post(srv->loops[UG_ID_LOOP(id)], fn, user);
+}
+
+void ug_req_on_cancel(ug_request *req, ug_cancel_fn fn, void *user) {
+    req->cancel_fn = fn;
+    req->cancel_user = user;
+}
+
+static void req_timer_fired(ug__timer *t, void *arg) {
+    (void)arg;
+    struct ug_request *req = (struct ug_request *)((char *)t - offsetof(struct ug_request, timer));
+    ug_req_timer_fn fn = req->timer_fn;
+    req->timer_fn = NULL;
+    if (fn && ug__request_live(req)) fn(req, req->timer_user);
+}
+
+int ug_req_timer(ug_request *req, uint32_t ms, ug_req_timer_fn fn, void *user) {
+    if (!ug__request_live(req) || !fn) return -EINVAL;
+    req->timer.fn = req_timer_fired;
+    req->timer_fn = fn;
+    req->timer_user = user;
+    return ug__timer_start(&req->loop->timers, &req->timer, req->loop->now_ms + ms);
+}
