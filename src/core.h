@@ -249,6 +249,8 @@ enum ug__force {
     UG_FORCE_IMMEDIATE, /* an immediate stop (or a failed loop): every loop forces */
 };
 
+#define UG_HOLDS_DROPPED 0x80000000u /* the holds were dropped: no new one is taken */
+
 typedef struct ug__gate {
     _Atomic int state;        /* ug_gate_state: written by loop 0 only */
     _Atomic int req;          /* ug__shutdown_req: the strongest asked for */
@@ -257,9 +259,9 @@ typedef struct ug__gate {
     _Atomic uint32_t delay_ms, timeout_ms;
     _Atomic uint64_t deadline_ns; /* set before DRAINING is published */
     _Atomic int forcing;          /* ug__force: every loop forces its connections */
-    _Atomic uint32_t holds;
-    int seen_req;              /* loop 0: the request last acted on */
-    ug__timer lame_duck_timer; /* loop 0, reserved */
+    _Atomic uint32_t holds;       /* ug_server_hold's count, | UG_HOLDS_DROPPED once dropped */
+    int seen_req;                 /* loop 0: the request last acted on */
+    ug__timer lame_duck_timer;    /* loop 0, reserved */
     uint64_t t_lame_duck_ms, t_close_ms;
 } ug__gate;
 
@@ -342,7 +344,7 @@ struct ug__loop {
 
     uint8_t phase;        /* ug__loop_phase */
     uint8_t forced;       /* it forced connections (or holds): the run returns 1 */
-    _Atomic int ended;    /* its run returned: loop 0 hands it nothing more */
+    _Atomic int ended;    /* its run returned or failed: loop 0 hands it nothing more */
     uint8_t wake_pending; /* loop 0: this loop has connections in its inbox to wake it for */
     ug__inbox inbox;
     _Atomic(ug__post *) posts;
@@ -385,6 +387,7 @@ void ug__log(const ug_server *srv, ug_log_level lvl, const char *fmt, ...)
 /* loop.c */
 int ug__loop_create(ug_server *srv, uint32_t index, const ug__backend_ops *ops, ug__loop **out);
 void ug__loop_destroy(ug__loop *lp);
+uint32_t ug__loop_close_inbox(ug__loop *lp); /* after the run: the connections never taken */
 int ug__loop_run(ug__loop *lp);   /* until the loop has drained; 0 or the backend's -errno */
 void ug__loop_wake(ug__loop *lp); /* any thread, async-signal-safe */
 void ug__mark_dirty(ug__loop *lp, ug__conn *c);

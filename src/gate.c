@@ -7,9 +7,11 @@
  * follows: its connections drain (the pipelined requests already received are answered, idle
  * ones linger), and its own deadline timer is armed at the one absolute deadline loop 0 set
  * before publishing DRAINING. At the deadline, or on an immediate stop, gate.forcing makes
- * every loop end what it still holds. A loop ends when the gate is DRAINING, the listener is
- * closed (nothing more can be handed to it), it has no connection left and no hold is
- * outstanding; the run returns when every loop has ended.
+ * every loop end what it still holds, and the first loop to force drops the holds. A loop
+ * ends when the gate is DRAINING, the listener is closed (nothing more can be handed to it),
+ * it has no connection left and no hold is outstanding; the run returns when every loop has
+ * ended. Loop 0 may end before the others: nothing after its end depends on it (the holds
+ * are dropped by whichever loop forces, an immediate stop is published by the caller).
  */
 #include "core.h"
 
@@ -78,7 +80,7 @@ int ug__gate_init(ug_server *srv) {
     atomic_init(&g->timeout_ms, DEFAULT_DRAIN_TIMEOUT_MS);
     atomic_init(&g->deadline_ns, 0);
     atomic_init(&g->forcing, UG_FORCE_NONE);
-    atomic_init(&g->holds, 0);
+    atomic_init(&g->holds, 0u);
     return ug__timer_init_reserved(&loop0(srv)->timers, &g->lame_duck_timer, lame_duck_over);
 }
 
@@ -132,6 +134,14 @@ int ug_server_shutdown(ug_server *srv, const ug_shutdown_opts *opts) {
     int cur = atomic_load(&g->req);
     while (cur < want && !atomic_compare_exchange_weak(&g->req, &cur, want)) {
     }
+    if (want == UG_SD_IMMEDIATE && ug__gate_state(srv) >= UG_GATE_DRAINING) {
+        /* Past the close point only the forcing is left to decide, and loop 0, which reads
+         * req, may already have ended: publish it here, for every loop. */
+        int none = UG_FORCE_NONE;
+        atomic_compare_exchange_strong(&g->forcing, &none, UG_FORCE_IMMEDIATE);
+        ug__gate_wake_all(srv);
+        return 0;
+    }
     ug__loop_wake(loop0(srv)); /* an eventfd write: async-signal-safe */
     return 0;
 }
@@ -142,20 +152,28 @@ ug_gate_state ug_server_state(const ug_server *srv) {
 
 /* ---------------------------------------------------------------- every loop ---- */
 
-void ug__gate_force_loop(ug__loop *lp, ug_cancel_reason why) {
+/* The holds are the server's: once forcing, the first loop to get here drops them all and
+ * closes the count to new ones in the same exchange, so that a hold taken concurrently is
+ * either dropped with the others or refused, never left outstanding. Only that loop sees a
+ * non-zero count, so only it writes holds_forced (read after the joins). */
+static void drop_holds(ug__loop *lp) {
     ug_server *srv = lp->srv;
+    uint32_t h = atomic_exchange(&srv->gate.holds, UG_HOLDS_DROPPED);
+    if (h & ~UG_HOLDS_DROPPED) {
+        srv->report.holds_forced += h & ~UG_HOLDS_DROPPED;
+        lp->forced = 1;
+        ug__gate_wake_all(srv); /* loops waiting only for the holds may end */
+    }
+}
+
+void ug__gate_force_loop(ug__loop *lp, ug_cancel_reason why) {
     lp->phase = UG_LOOP_FORCED;
     lp->forced = 1;
     for (uint32_t i = 0; i < lp->slots_used; i++) {
         ug__conn *c = &lp->slots[i];
         if (c->state == UG_CONN_OPEN || c->state == UG_CONN_LINGER) ug__conn_abort(lp, c, why);
     }
-    /* After the aborts (a cancel callback may have taken a hold, refused from now on), loop
-     * 0 drops the holds: they are the server's. */
-    if (lp->index == 0) {
-        uint32_t h = atomic_exchange(&srv->gate.holds, 0);
-        srv->report.holds_forced += h;
-    }
+    drop_holds(lp); /* after the aborts: a cancel callback may have taken a hold */
 }
 
 /* This loop follows the close: its connections drain against its own deadline timer. */
@@ -186,11 +204,13 @@ void ug__gate_turn(ug__loop *lp) {
         enter_draining(lp);
     int forcing = ug__gate_forcing(srv);
     if (forcing && lp->phase != UG_LOOP_FORCED) {
-        /* At the deadline a loop with nothing open has nothing to force. */
-        if (forcing == UG_FORCE_IMMEDIATE || lp->conns_open)
+        /* At the deadline a loop with nothing open has no connection to force. */
+        if (forcing == UG_FORCE_IMMEDIATE || lp->conns_open) {
             ug__gate_force_loop(lp, UG_CANCEL_DEADLINE);
-        else
+        } else {
             lp->phase = UG_LOOP_FORCED;
+            drop_holds(lp);
+        }
     }
 }
 
@@ -198,7 +218,8 @@ int ug__gate_done(const ug__loop *lp) {
     const ug_server *srv = lp->srv;
     return lp->phase != UG_LOOP_RUNNING && lp->conns_open == 0 &&
            atomic_load_explicit(&srv->listener.closed, memory_order_acquire) &&
-           atomic_load_explicit(&srv->gate.holds, memory_order_acquire) == 0 &&
+           (atomic_load_explicit(&srv->gate.holds, memory_order_acquire) & ~UG_HOLDS_DROPPED) ==
+               0 &&
            atomic_load_explicit(&lp->inbox.head, memory_order_relaxed) ==
                atomic_load_explicit(&lp->inbox.tail, memory_order_acquire);
 }
@@ -209,21 +230,22 @@ void ug__gate_on_deadline(ug__loop *lp, const ug__completion *cq) {
         lp->deadline_armed = 0;
         if (cq->res == -ECANCELED) return;
     }
-    uint32_t holds = lp->index == 0 ? atomic_load(&srv->gate.holds) : 0;
-    if (lp->index == 0) {
-        /* Nothing is served after the deadline, on any loop: connections still handed over
-         * are closed as they arrive. */
-        int none = UG_FORCE_NONE;
-        atomic_compare_exchange_strong(&srv->gate.forcing, &none, UG_FORCE_DEADLINE);
+    /* Every loop's timer is set to the one deadline; the first to fire publishes it. Nothing
+     * is served after it, on any loop: connections still handed over are closed as they
+     * arrive, and loops that are not waiting for it (their timer is later in firing) force
+     * on their next turn. */
+    int none = UG_FORCE_NONE;
+    if (atomic_compare_exchange_strong(&srv->gate.forcing, &none, UG_FORCE_DEADLINE))
         ug__gate_wake_all(srv);
-    }
     if (lp->phase == UG_LOOP_FORCED) return;
+    uint32_t holds = atomic_load(&srv->gate.holds) & ~UG_HOLDS_DROPPED;
     if (lp->conns_open || holds) {
         ug__log(srv, UG_LOG_WARN, "drain deadline: loop %u forcing %u connection(s)%s", lp->index,
                 lp->conns_open, holds ? ", dropping the holds" : "");
         ug__gate_force_loop(lp, UG_CANCEL_DEADLINE);
     } else {
         lp->phase = UG_LOOP_FORCED;
+        drop_holds(lp);
     }
 }
 
@@ -232,6 +254,9 @@ void ug__gate_on_deadline(ug__loop *lp, const ug__completion *cq) {
  * at once). */
 void ug__gate_loop_failed(ug__loop *lp) {
     ug_server *srv = lp->srv;
+    /* Loop 0 hands it nothing more; what it was handed and never took is closed after the
+     * joins (ug_server_run). */
+    atomic_store_explicit(&lp->ended, 1, memory_order_release);
     atomic_store(&srv->gate.forcing, UG_FORCE_IMMEDIATE);
     if (lp->index == 0) {
         if (ug__gate_state(srv) < UG_GATE_DRAINING) set_state(srv, UG_GATE_DRAINING);
@@ -246,16 +271,22 @@ void ug__gate_loop_failed(ug__loop *lp) {
 
 /* ---------------------------------------------------------------- holds ---- */
 
+/* The count and the DROPPED bit are one word: a hold is taken only while the bit is clear,
+ * so none survives the drop (see drop_holds). */
 int ug_server_hold(ug_server *srv) {
     if (ug__gate_state(srv) == UG_GATE_CLOSED || ug__gate_forcing(srv)) return -ESHUTDOWN;
-    atomic_fetch_add(&srv->gate.holds, 1);
+    uint32_t cur = atomic_load(&srv->gate.holds);
+    do {
+        if (cur & UG_HOLDS_DROPPED) return -ESHUTDOWN;
+        if ((cur & ~UG_HOLDS_DROPPED) == ~UG_HOLDS_DROPPED) return -EOVERFLOW;
+    } while (!atomic_compare_exchange_weak(&srv->gate.holds, &cur, cur + 1));
     return 0;
 }
 
 int ug_server_release(ug_server *srv) {
     uint32_t cur = atomic_load(&srv->gate.holds);
     do {
-        if (!cur) return -EINVAL;
+        if (!(cur & ~UG_HOLDS_DROPPED)) return -EINVAL;
     } while (!atomic_compare_exchange_weak(&srv->gate.holds, &cur, cur - 1));
     if (cur == 1) ug__gate_wake_all(srv); /* the last one: loops waiting for it may end */
     return 0;

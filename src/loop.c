@@ -82,14 +82,26 @@ static void free_posts(ug__post *p) {
     }
 }
 
+/* Connections handed over and never taken: the loop failed, or never started. */
+uint32_t ug__loop_close_inbox(ug__loop *lp) {
+    uint32_t head = atomic_load(&lp->inbox.head), tail = atomic_load(&lp->inbox.tail), n = 0;
+    for (; head != tail; head++, n++) {
+        int fd = lp->inbox.fds[head % UG_INBOX_SIZE];
+        if (lp->be)
+            lp->be_ops->close(lp->be, fd);
+        else
+            close(fd);
+    }
+    atomic_store(&lp->inbox.head, tail);
+    return n;
+}
+
 void ug__loop_destroy(ug__loop *lp) {
     if (!lp) return;
     /* Requests still waiting (the server never ran, or was freed without a drain): their
      * owners hear about it. */
     if (lp->slots) ug__conn_free_all(lp, UG_CANCEL_SERVER_FREE);
-    /* Connections handed over and never taken (the loop ended first). */
-    uint32_t head = atomic_load(&lp->inbox.head), tail = atomic_load(&lp->inbox.tail);
-    for (; head != tail; head++) close(lp->inbox.fds[head % UG_INBOX_SIZE]);
+    ug__loop_close_inbox(lp);
     if (lp->be) lp->be_ops->destroy(lp->be);
     free_posts(atomic_exchange(&lp->posts, NULL));
     ug__ctx_free_all(lp);

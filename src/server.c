@@ -204,24 +204,30 @@ int ug_server_run(ug_server *srv, ug_report *report) {
     }
     for (uint32_t i = started; i < srv->nloops; i++)
         atomic_store_explicit(&srv->loops[i]->ended, 1, memory_order_release);
-    if (rc) {
-        /* Nothing was accepted yet: stop the loops that started, as a failed loop would. */
-        ug__gate_loop_failed(srv->loops[0]);
-    } else {
-        if (srv->cfg.pin_cpus) pin(srv, pthread_self(), 0);
-        int r0 = ug__loop_run(srv->loops[0]);
-        atomic_store_explicit(&srv->loops[0]->ended, 1, memory_order_release);
-        if (r0 < 0) rc = r0;
-    }
+    /* Nothing was accepted yet: stop the loops that started, as a failed loop would; loop 0
+     * still runs, to its end at once, so that what was posted to it runs. */
+    if (rc) ug__gate_loop_failed(srv->loops[0]);
+    if (srv->cfg.pin_cpus && !rc) pin(srv, pthread_self(), 0);
+    int r0 = ug__loop_run(srv->loops[0]);
+    atomic_store_explicit(&srv->loops[0]->ended, 1, memory_order_release);
+    if (r0 < 0 && !rc) rc = r0;
     int forced = 0;
+    uint64_t end_ms = 0;
     for (uint32_t i = 0; i < srv->nloops; i++) {
         ug__loop *lp = srv->loops[i];
         if (lp->thread_started) pthread_join(lp->thread, NULL);
         if (lp->rc < 0 && !rc) rc = lp->rc;
+        /* Handed to a loop that failed before taking them: closed now, not at free. */
+        uint32_t untaken = ug__loop_close_inbox(lp);
+        if (untaken) {
+            lp->report.conns_forced += untaken;
+            forced = 1;
+        }
         forced |= lp->forced;
+        if (lp->now_ms > end_ms) end_ms = lp->now_ms; /* each loop reads the clock as it ends */
     }
-    ug__loop *lp0 = srv->loops[0];
-    if (srv->gate.t_close_ms) srv->report.drain_us = (lp0->now_ms - srv->gate.t_close_ms) * 1000u;
+    /* Loop 0 may have ended long before the last loop: the drain ends with the last. */
+    if (srv->gate.t_close_ms) srv->report.drain_us = (end_ms - srv->gate.t_close_ms) * 1000u;
     ug_report rep;
     sum_report(srv, &rep);
     atomic_store_explicit(&srv->gate.state, UG_GATE_CLOSED, memory_order_release);

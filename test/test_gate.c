@@ -371,6 +371,88 @@ static void test_hook_holds_drain(void) {
     ug_server_free(srv);
 }
 
+/* ------------------------------------------------------------------ loop 0 ends first */
+
+/* With two loops: one client on each, the one on loop 0 leaves, and the one on loop 1 waits
+ * for a deferred answer that never comes. After a graceful shutdown loop 0 has nothing left
+ * and ends at once, long before the deadline; what follows must not need it. */
+static int loop1_deferred(srv_ctx *sc, int *fd_out) {
+    int a = tu_connect(sc->port), b = tu_connect(sc->port);
+    char body[64];
+    CU_ASSERT_FATAL(a >= 0 && b >= 0);
+    CU_ASSERT_EQUAL(tu_send_all(a, GET_ROOT, sizeof GET_ROOT - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(a, body, sizeof body, NULL), 200);
+    CU_ASSERT_EQUAL(tu_send_all(b, GET_ROOT, sizeof GET_ROOT - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(b, body, sizeof body, NULL), 200);
+    tu_forget(a);
+    close(a);
+    const char wait_req[] = "GET /late-id HTTP/1.1\r\nHost: t\r\n\r\n";
+    CU_ASSERT_EQUAL(tu_send_all(b, wait_req, sizeof wait_req - 1), 0);
+    ug_stats l0, l1;
+    for (int i = 0; i < 1000; i++) { /* a's close seen by loop 0, b's request by loop 1 */
+        CU_ASSERT_EQUAL_FATAL(ug_server_loop_stats(sc->srv, 0, &l0), 0);
+        CU_ASSERT_EQUAL_FATAL(ug_server_loop_stats(sc->srv, 1, &l1), 0);
+        if (l0.conns_open == 0 && l1.inflight == 1) break;
+        usleep(1000);
+    }
+    *fd_out = b;
+    return l0.conns_open == 0 && l1.inflight == 1 && l1.conns_open == 1;
+}
+
+static int hold_rc = 1;
+static void take_hold(ug_server *srv, void *user) {
+    (void)user;
+    hold_rc = ug_server_hold(srv);
+}
+
+static void test_loop0_ends_first(void) {
+    if (g_threads < 2) {
+        fprintf(stderr, "\n    (one loop: nothing to end first)\n");
+        return;
+    }
+    /* A hold taken on loop 1 after loop 0 has ended is dropped by the deadline (loop 1's),
+     * and the drain's duration is the last loop's. */
+    srv_ctx sc;
+    int fd;
+    ts_start(&sc, NULL);
+    CU_ASSERT_FATAL(loop1_deferred(&sc, &fd));
+    ug_shutdown_opts o = {.drain_timeout_ms = 600};
+    uint64_t t0 = tu_now_ms();
+    CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, &o), 0);
+    usleep(200 * 1000);
+    CU_ASSERT_EQUAL(ts_on_loop_n(&sc, 1, take_hold, NULL), 0);
+    CU_ASSERT_EQUAL(hold_rc, 0);
+    ts_join(&sc);
+    uint64_t took = tu_now_ms() - t0;
+    CU_ASSERT(took >= 590 && took < 600 + 400);
+    CU_ASSERT_EQUAL(sc.run_rc, 1);
+    CU_ASSERT_EQUAL(sc.report.holds_forced, 1);
+    CU_ASSERT_EQUAL(sc.report.requests_forced, 1);
+    CU_ASSERT(sc.report.drain_us >= 590 * 1000 && sc.report.drain_us < (600 + 400) * 1000);
+    CU_ASSERT_EQUAL(ug_server_hold(sc.srv), -ESHUTDOWN);
+    tu_forget(fd);
+    close(fd);
+    ug_server_free(sc.srv);
+
+    /* An immediate shutdown after loop 0 has ended still forces loop 1 at once. */
+    ts_start(&sc, NULL);
+    CU_ASSERT_FATAL(loop1_deferred(&sc, &fd));
+    ug_shutdown_opts slow = {.drain_timeout_ms = 5000}, now = {.immediate = 1};
+    t0 = tu_now_ms();
+    CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, &slow), 0);
+    usleep(200 * 1000);
+    CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, &now), 0);
+    ts_join(&sc);
+    took = tu_now_ms() - t0;
+    CU_ASSERT(took < 1500);
+    CU_ASSERT_EQUAL(sc.run_rc, 1);
+    CU_ASSERT_EQUAL(sc.report.requests_forced, 1);
+    CU_ASSERT_EQUAL(tu_wait_eof(fd, 1000), 1);
+    tu_forget(fd);
+    close(fd);
+    ug_server_free(sc.srv);
+}
+
 /* ------------------------------------------------------------------ accept re-arm */
 
 /* A CQ far smaller than the burst of connections: the multishot accept ends on CQ overflow
@@ -429,6 +511,7 @@ static void register_suites(void) {
     CU_add_test(s, "lame duck", test_lame_duck);
     CU_add_test(s, "hooks hold the drain", test_hook_holds_drain);
     CU_add_test(s, "accept re-armed after CQ overflow", test_accept_rearmed_after_overflow);
+    CU_add_test(s, "loop 0 ends first: holds, immediate, drain time", test_loop0_ends_first);
 }
 
 int main(int argc, char **argv) {
