@@ -43,10 +43,25 @@ static void retry_later(ug__loop *lp0) {
     reserved_timer(lp0, &L(lp0)->retry_timer, ACCEPT_RETRY_MS);
 }
 
+/* While paused at max_conns, the limit is looked at again every ACCEPT_RETRY_MS as well as
+ * when a loop wakes loop 0: a loop's close stores its count and then reads `paused`, loop 0
+ * stores `paused` and then reads the counts, both relaxed (a fence there would put a locked
+ * instruction on every close), so both reads may see the old values and that wake be
+ * missed. The timer bounds what such a miss costs; the retry of a failed arm shares it. */
+static void pause_check_later(ug__loop *lp0) {
+    if (L(lp0)->state == UG_LS_PAUSED) reserved_timer(lp0, &L(lp0)->retry_timer, ACCEPT_RETRY_MS);
+}
+
 static void retry_fired(ug__timer *t, void *arg) {
     (void)t;
     ug__loop *lp0 = arg;
-    if (L(lp0)->state != UG_LS_RETRY || ug__gate_state(lp0->srv) >= UG_GATE_DRAINING) return;
+    if (ug__gate_state(lp0->srv) >= UG_GATE_DRAINING) return;
+    if (L(lp0)->state == UG_LS_PAUSED) {
+        ug__listener_check_limit(lp0);
+        pause_check_later(lp0);
+        return;
+    }
+    if (L(lp0)->state != UG_LS_RETRY) return;
     if (arm_accept(lp0)) {
         ug__log(lp0->srv, UG_LOG_ERROR, "cannot re-arm the accept; retrying");
         retry_later(lp0);
@@ -187,8 +202,6 @@ int ug__listener_open(ug_server *srv) {
     }
     l->state = UG_LS_IDLE;
     ug__loop *lp0 = srv->loops[0];
-    ug__timer_init(&l->retry_timer, retry_fired);
-    ug__timer_init(&l->settle_timer, settle_over);
     if (ug__timer_init_reserved(&lp0->timers, &l->retry_timer, retry_fired) ||
         ug__timer_init_reserved(&lp0->timers, &l->settle_timer, settle_over))
         return -ENOMEM;
@@ -249,6 +262,7 @@ void ug__listener_on_accept(ug__loop *lp0, const ug__completion *cq) {
     case UG_LS_PAUSING: /* the pause's cancel completed; the resume may already be due */
         l->state = UG_LS_PAUSED;
         ug__listener_check_limit(lp0);
+        pause_check_later(lp0);
         return;
     case UG_LS_ACCEPTING:
         break;

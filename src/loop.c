@@ -203,9 +203,11 @@ static void take_inbox(ug__loop *lp) {
     if (head == tail) return;
     for (; head != tail; head++) {
         int fd = lp->inbox.fds[head % UG_INBOX_SIZE];
-        /* Released before serving: the slot may be refilled while we work. */
-        atomic_store_explicit(&lp->inbox.head, head + 1, memory_order_release);
+        /* Counted in conns_open before it leaves the inbox: loop 0 reads head (acquire) and
+         * then conns_open, so the connection is in one count or the other, never in neither
+         * (max_conns). */
         ug__conn_accepted(lp, fd);
+        atomic_store_explicit(&lp->inbox.head, head + 1, memory_order_release);
     }
 }
 
