@@ -93,8 +93,10 @@ typedef struct ug_config {
     int pin_cpus;            /**< non-zero: loop i runs on the i-th CPU of the affinity mask
                                   (loop 0's is the thread that calls ug_server_run) */
 
-    uint32_t max_conns;        /**< concurrent connections; 16384. Slots are reserved as
-                                    address space and only touched when used. */
+    uint32_t max_conns;        /**< concurrent connections, all loops together; 16384, at
+                                    most 16,773,119. Slots are reserved as address space
+                                    (max_conns in each loop, since any loop may take them
+                                    all) and only touched when used. */
     uint32_t max_header_bytes; /**< request line + header section; 8192, at most 65536.
                                     Over it: 431 (414 when the URI alone is over max_uri_bytes) */
     uint32_t max_headers;      /**< header fields per request; 64. Over it: 431 */
@@ -233,7 +235,8 @@ ug_str ug_req_body(const ug_request *req);
 /** The server this request belongs to. */
 ug_server *ug_req_server(const ug_request *req);
 
-/** A request's identity: never 0, never reused for another request of this server. */
+/** A request's identity: never 0, unique among this server's requests (the loop's index is
+ *  part of it) until the loop that owns it has dispatched 2^32 - 1 more requests. */
 uint64_t ug_req_id(const ug_request *req);
 /** The loop the request belongs to (0 .. ug_server_loops() - 1). */
 unsigned ug_req_loop(const ug_request *req);
@@ -312,7 +315,8 @@ int ug_server_post(ug_server *srv, ug_post_fn fn, void *user);
 /** The same, on the given loop's thread. */
 int ug_server_post_loop(ug_server *srv, unsigned loop, ug_post_fn fn, void *user);
 /** The same, on the thread of the loop that owns request id (whether or not the request is
- *  still waiting: fn calls ug_req_find to know). -EINVAL for an id no loop can own. */
+ *  still waiting: fn calls ug_req_find to know). -EINVAL for an id no loop can own (0, or a
+ *  loop index past ug_server_loops()). */
 int ug_req_post(ug_server *srv, uint64_t id, ug_post_fn fn, void *user);
 
 /* ------------------------------------------------------------------------------------------

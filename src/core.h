@@ -49,11 +49,14 @@ enum ug__op {
 #define UG_IDX_MAX 0x0fffffffu
 #define UG_NONE UINT32_MAX
 
-/* Request ids: [63:36] sequence (per loop), [35:28] loop, [27:0] slot index: unique
- * server-wide, and the loop that owns a request can be read off its id. */
-#define UG_ID_LOOP_SHIFT 28
-#define UG_ID_SEQ_SHIFT 36
+/* Request ids: [63:32] sequence (per loop, never 0), [31:24] loop, [23:0] slot index: never
+ * 0, unique server-wide until a loop has dispatched 2^32 - 1 more requests, and the loop
+ * that owns a request can be read off its id. max_conns is bounded by the slot field. */
+#define UG_ID_SLOT_MASK 0x00ffffffu
+#define UG_ID_LOOP_SHIFT 24
+#define UG_ID_SEQ_SHIFT 32
 #define UG_ID_LOOP(id) ((uint32_t)(((id) >> UG_ID_LOOP_SHIFT) & (UG_MAX_LOOPS - 1)))
+#define UG_ID_SLOT(id) ((uint32_t)((id)&UG_ID_SLOT_MASK))
 
 /* ---------------------------------------------------------------- byte buffers ---- */
 typedef struct ug__buf {
@@ -323,7 +326,7 @@ struct ug__loop {
     /* request contexts: a recycler of fixed-size objects */
     struct ug_request *ctx_free;
     uint32_t ctx_free_count;
-    uint64_t req_seq;
+    uint32_t req_seq; /* the last request id's sequence (ids: see UG_ID_SLOT_MASK) */
 
     /* time */
     uint64_t now_ms, now_ns;

@@ -119,8 +119,9 @@ static void core_respond(struct ug_request *ctx, int status, const char *body, s
 
 void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
     UG_STAT_INC(lp, requests);
-    ctx->id = (++lp->req_seq << UG_ID_SEQ_SHIFT) | ((uint64_t)lp->index << UG_ID_LOOP_SHIFT) |
-              ug__conn_idx(lp, c);
+    if (++lp->req_seq == 0) lp->req_seq = 1; /* wraps past 0: an id is never 0 */
+    ctx->id = ((uint64_t)lp->req_seq << UG_ID_SEQ_SHIFT) |
+              ((uint64_t)lp->index << UG_ID_LOOP_SHIFT) | ug__conn_idx(lp, c);
     ctx->head = (ctx->http.flags & UG_HTTP_HEAD) != 0;
     ctx->keep_alive = (ctx->http.flags & UG_HTTP_KEEP_ALIVE) != 0;
     ctx->rstate = UG_RS_HANDLER;
@@ -304,7 +305,7 @@ ug_str ug_req_query_param(const ug_request *req, const char *key) {
 
 ug_request *ug_req_find(ug_server *srv, uint64_t id) {
     if (!srv || !id) return NULL;
-    uint32_t li = UG_ID_LOOP(id), idx = (uint32_t)(id & UG_IDX_MAX);
+    uint32_t li = UG_ID_LOOP(id), idx = UG_ID_SLOT(id);
     if (li >= srv->nloops) return NULL;
     ug__loop *lp = srv->loops[li];
     ug__conn *c = idx < lp->slots_used ? &lp->slots[idx] : NULL;
@@ -317,7 +318,7 @@ ug_request *ug_req_find(ug_server *srv, uint64_t id) {
 }
 
 int ug_req_post(ug_server *srv, uint64_t id, ug_post_fn fn, void *user) {
-    if (!srv || !fn || UG_ID_LOOP(id) >= srv->nloops) return -EINVAL;
+    if (!srv || !fn || !(id >> UG_ID_SEQ_SHIFT) || UG_ID_LOOP(id) >= srv->nloops) return -EINVAL;
     return ug__loop_post(srv->loops[UG_ID_LOOP(id)], fn, user);
 }
 

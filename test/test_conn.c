@@ -1576,6 +1576,39 @@ static void test_parked_input_keeps_order(void) {
     finish();
 }
 
+/* Request ids when a loop's sequence wraps: never 0 (ug_req_find takes 0 for "none"), the
+ * loop and slot still in them, and a stale id from before the wrap finds nothing. */
+static void test_request_ids_across_the_wrap(void) {
+    start();
+    CU_ASSERT_FATAL(mock_accept(&cn, UG__CF_MORE) == 0);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    srv->loops[0]->req_seq = UINT32_MAX - 1; /* the loop is idle after sync */
+    uint64_t ids[3];
+    for (int i = 0; i < 3; i++) {
+        mock_recv_str(cn.recv_ud, GET_DEFER, UG__CF_MORE);
+        CU_ASSERT_EQUAL(mock_sync(), 0);
+        ids[i] = g.id;
+        CU_ASSERT_NOT_EQUAL(ids[i], 0);
+        CU_ASSERT_EQUAL(ids[i] & 0xffffffu, 0);     /* slot 0 */
+        CU_ASSERT_EQUAL((ids[i] >> 24) & 0xffu, 0); /* loop 0 */
+        struct late l = {ids[i], 0, 0};
+        CU_ASSERT_EQUAL(mock_on_loop(srv, respond_late, &l), 0);
+        CU_ASSERT(l.found && l.rc == 0);
+        mock_complete_send(cn.fd, MOCK_ALL);
+        CU_ASSERT_EQUAL(mock_sync(), 0);
+    }
+    CU_ASSERT_EQUAL(ids[0] >> 32, UINT32_MAX);
+    CU_ASSERT_EQUAL(ids[1] >> 32, 1); /* 0 skipped */
+    CU_ASSERT_EQUAL(ids[2] >> 32, 2);
+    mock_recv_str(cn.recv_ud, GET_DEFER, UG__CF_MORE);
+    CU_ASSERT_EQUAL(mock_sync(), 0);
+    struct late stale = {ids[0], 1, 0};
+    CU_ASSERT_EQUAL(mock_on_loop(srv, find_only, &stale), 0);
+    CU_ASSERT_EQUAL(stale.found, 0);
+    CU_ASSERT_EQUAL(ug_req_post(srv, 0, find_only, &stale), -EINVAL);
+    finish();
+}
+
 /* Regression: the header timeout was judged before the batch's input was parsed, so a request
  * whose last header bytes arrived in the batch in which its deadline passed got 408. Here the
  * loop is busy (another connection's slow handler) past the deadline while the bytes wait. */
@@ -1921,6 +1954,7 @@ static void register_suites(void) {
                 test_own_date_does_not_leak_to_the_next_request);
     CU_add_test(s, "absolute-form path is /; an early HEAD refusal has no body",
                 test_path_of_absolute_form_and_early_head);
+    CU_add_test(s, "request ids across the sequence wrap", test_request_ids_across_the_wrap);
 }
 
 int main(void) {
