@@ -60,8 +60,9 @@ typedef enum ug_log_level {
     UG_LOG_DEBUG,
 } ug_log_level;
 
-/** Log sink. Called on the loop thread (or inside ug_server_create). msg is NUL-terminated
- *  and valid only during the call. */
+/** Log sink. Called on the loops' threads, by several at once when ug_config.threads > 1 (so
+ *  it must be thread-safe; one write(2) or fprintf per line is), or inside
+ *  ug_server_create. msg is NUL-terminated and valid only during the call. */
 typedef void (*ug_log_fn)(void *user, ug_log_level level, const char *msg);
 
 /** For limits that can be switched off explicitly (0 means "the default"). */
@@ -122,7 +123,10 @@ typedef struct ug_config {
                                           no upstream is implied. A late answer finds nothing:
                                           ug_req_find returns NULL (counted as late_responses). */
     uint32_t max_inflight;   /**< requests dispatched and not yet answered; 8192, split evenly
-                                  between the loops (no shared counter on the request path).
+                                  between the loops (no shared counter on the request path;
+                                  each share rounded up, so the total may pass it by up to
+                                  threads - 1, and a loop sheds at its share however busy the
+                                  others are).
                                   Past it a new request is answered 503 with Retry-After: 1
                                   (load shedding). UG_UNLIMITED: no limit. */
     uint32_t linger_ms;      /**< how long a connection closed by the server keeps reading (and
@@ -137,7 +141,8 @@ typedef struct ug_config {
 
     uint32_t ring_entries;     /**< each loop's backend queue depth: operations submitted at
                                     once, or events taken per wait; 1024 */
-    uint32_t recv_buffers;     /**< provided receive buffers shared by all connections; 1024 */
+    uint32_t recv_buffers;     /**< provided receive buffers shared by the connections of a
+                                    loop, per loop (4 MiB each by default); 1024 */
     uint32_t recv_buffer_size; /**< bytes each; 4096 */
 
     const char *server_name; /**< value of the Server header; "ugate". NULL: no header. At
@@ -186,9 +191,10 @@ typedef enum ug_handler_result {
      *  not, that is a bug: the server answers 500, closes the connection and counts it in
      *  ug_stats.handler_no_response. */
     UG_DONE = 0,
-    /** The handler will respond later, from the loop thread: a timer (ug_req_timer), work
-     *  posted back with ug_server_post, or its own I/O. It must also register a cancel
-     *  callback if that work could outlive the client. */
+    /** The handler will respond later, from its loop's thread: a timer (ug_req_timer), work
+     *  posted back with ug_req_post (to the loop that owns the request, whichever it is), or
+     *  its own I/O. It must also register a cancel callback if that work could outlive the
+     *  client. */
     UG_LATER = 1,
 } ug_handler_result;
 

@@ -409,7 +409,10 @@ static int uring_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, 
 static void uring_wake(ug__backend *b) {
     uint64_t one = 1;
     ssize_t w = write(b->efd, &one, sizeof one); /* async-signal-safe */
-    (void)w; /* EAGAIN: the counter is saturated, a wake is pending anyway */
+    /* The eventfd is blocking (io_uring answers a read of an O_NONBLOCK file with -EAGAIN
+     * instead of waiting), but this write cannot block: the read armed on the ring takes
+     * the counter back to 0 at every wake, far below its 2^64 - 2 limit. */
+    (void)w;
 }
 
 static int uring_shutdown(ug__backend *b, int fd, int how) {

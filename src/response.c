@@ -136,9 +136,11 @@ static void hw_status_line(head_writer *w, int status) {
  * answered: only the response to the last one buffered says close. */
 static int must_close(struct ug_request *req) {
     ug__conn *c = req->conn;
-    int close_it = !req->keep_alive || (c->flags & UG_CF_CLOSE_AFTER) ||
-                   ug__gate_state(req->loop->srv) == UG_GATE_LAME_DUCK;
-    if (!close_it && (c->flags & (UG_CF_DRAIN | UG_CF_PEER_EOF)))
+    int gate = ug__gate_state(req->loop->srv);
+    int close_it = !req->keep_alive || (c->flags & UG_CF_CLOSE_AFTER) || gate == UG_GATE_LAME_DUCK;
+    /* The gate state too: another loop may have closed the gate since this loop's last turn
+     * marked its connections. */
+    if (!close_it && ((c->flags & (UG_CF_DRAIN | UG_CF_PEER_EOF)) || gate >= UG_GATE_DRAINING))
         close_it = req->in.len - req->in_off <= req->http.consumed && req->parked.len == 0;
     if (close_it) c->flags |= UG_CF_CLOSE_AFTER;
     return close_it;
