@@ -234,7 +234,7 @@ static void test_late_and_forgotten(void) {
     for (int i = 0; i < 200 && !__atomic_load_n(&sc.cancelled, __ATOMIC_SEQ_CST); i++)
         usleep(10 * 1000);
     CU_ASSERT_EQUAL(__atomic_load_n(&sc.cancelled, __ATOMIC_SEQ_CST), 1);
-    CU_ASSERT_EQUAL(sc.last_reason, UG_CANCEL_CLIENT_GONE);
+    CU_ASSERT_EQUAL(__atomic_load_n(&sc.last_reason, __ATOMIC_SEQ_CST), UG_CANCEL_CLIENT_GONE);
     ts_stop(&sc);
 }
 

@@ -22,7 +22,7 @@ typedef struct client {
     enum client_kind kind;
     uint16_t port;
     unsigned seed;
-    volatile int *stop;
+    int *stop; /* read with __atomic_load_n: the clients are threads */
     /* results */
     int completed, refused, lost, other_err;
 } client;
@@ -38,7 +38,7 @@ static void *client_main(void *arg) {
     client *cl = arg;
     int fd = -1;
     uint64_t end = tu_now_ms() + 8000; /* hard bound */
-    while (!*cl->stop && tu_now_ms() < end) {
+    while (!__atomic_load_n(cl->stop, __ATOMIC_RELAXED) && tu_now_ms() < end) {
         if (fd >= 0 && peer_closed(fd)) { /* closed before we wrote: nothing lost */
             tu_forget(fd);
             close(fd);
@@ -94,7 +94,7 @@ static void shutdown_under_load(int rounds) {
     for (int r = 0; r < rounds; r++) {
         srv_ctx sc;
         ts_start(&sc, NULL);
-        volatile int stop = 0;
+        int stop = 0;
         enum { NCL = 10 };
         client cl[NCL];
         for (int i = 0; i < NCL; i++) {
@@ -109,7 +109,7 @@ static void shutdown_under_load(int rounds) {
         ug_shutdown_opts o = {.drain_timeout_ms = 5000};
         CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, &o), 0);
         ts_join(&sc);
-        stop = 1;
+        __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
         int completed = 0, lost = 0, refused = 0;
         for (int i = 0; i < NCL; i++) {
             pthread_join(cl[i].thr, NULL);
@@ -139,7 +139,7 @@ static void test_connects_racing_the_gate(void) {
     for (int r = 0; r < 5; r++) {
         srv_ctx sc;
         ts_start(&sc, NULL);
-        volatile int stop = 0;
+        int stop = 0;
         enum { NCL = 6 };
         client cl[NCL];
         for (int i = 0; i < NCL; i++) {

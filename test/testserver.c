@@ -41,7 +41,7 @@ static void on_cancel(ug_request *req, ug_cancel_reason why, void *user) {
     (void)req;
     srv_ctx *sc = user;
     __atomic_add_fetch(&sc->cancelled, 1, __ATOMIC_SEQ_CST);
-    sc->last_reason = why;
+    __atomic_store_n(&sc->last_reason, why, __ATOMIC_SEQ_CST);
 }
 
 static void late_done(ug_request *req, void *user) {
@@ -68,7 +68,7 @@ static ug_handler_result h_block(ug_request *req, void *user) {
 
 static ug_handler_result h_big(ug_request *req, void *user) { /* 4 MiB streamed */
     (void)user;
-    static char chunk[65536];
+    static _Thread_local char chunk[65536]; /* loops run it at once */
     memset(chunk, 'x', sizeof chunk);
     ug_req_on_cancel(req, on_cancel, user);
     ug_resp_start(req, 200, "application/octet-stream");

@@ -179,7 +179,7 @@ static char *find_crlf(struct carry *c, size_t from) {
 }
 
 int tu_read_response(int fd, char *body, size_t cap, const char **hdrs) {
-    static char hdrbuf[16384];
+    static _Thread_local char hdrbuf[16384]; /* the client threads of a test call at once */
     struct carry *c = carry_for(fd);
     if (!c) return -1;
     size_t hend = 0;

@@ -26,7 +26,7 @@ int tu_send_all(int fd, const void *buf, size_t len);
 /* Read one HTTP/1.x response (status line, headers, Content-Length or chunked body, or
  * until EOF when neither). Returns its status code and fills body (NUL-terminated, at most
  * cap-1 bytes, de-chunked) if body != NULL; *hdrs gets the header block if hdrs != NULL
- * (static buffer per call, NUL-terminated). Returns -1 on EOF/timeout/garbage.
+ * (a buffer per thread, overwritten by its next call, NUL-terminated). Returns -1 on EOF/timeout/garbage.
  * Bytes read past the response are kept in a per-fd carry buffer for the next call. */
 int tu_read_response(int fd, char *body, size_t cap, const char **hdrs);
 /* Forget any carried bytes for fd (call before closing it). */
