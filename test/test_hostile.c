@@ -52,8 +52,8 @@ static void held_fn(ug_server *srv, void *user) {
         h->conns++;
         const struct ug_request *x = c->ctx;
         if (!x) continue;
-        uint64_t b = (uint64_t)x->in.cap + x->parked.cap + x->out[0].cap + x->out[1].cap +
-                     x->resp_hdrs.cap;
+        uint64_t b =
+            (uint64_t)x->in.cap + x->parked.cap + x->out[0].cap + x->out[1].cap + x->resp_hdrs.cap;
         h->bytes += b;
         if (b > h->max_conn) h->max_conn = b;
     }

@@ -40,10 +40,10 @@
 
 struct conn {
     int fd;
-    long left;    /* requests still to send */
-    size_t sent;  /* bytes of the current request written */
-    int waiting;  /* a request is written, its response not yet whole */
-    size_t len;   /* bytes in buf */
+    long left;   /* requests still to send */
+    size_t sent; /* bytes of the current request written */
+    int waiting; /* a request is written, its response not yet whole */
+    size_t len;  /* bytes in buf */
     char buf[BUF];
 };
 
@@ -157,13 +157,27 @@ int main(int argc, char **argv) {
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case O_PORT: port = num(optarg, "--port", 1, 65535); break;
-        case O_HOST: host = optarg; break;
-        case O_CONNS: conns = num(optarg, "--conns", 1, MAX_CONNS); break;
-        case O_REQS: requests = num(optarg, "--requests", 1, 1000000000L); break;
-        case O_TIMEOUT: timeout_ms = num(optarg, "--timeout-ms", 1, 3600000L); break;
-        case O_HELP: usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        case O_PORT:
+            port = num(optarg, "--port", 1, 65535);
+            break;
+        case O_HOST:
+            host = optarg;
+            break;
+        case O_CONNS:
+            conns = num(optarg, "--conns", 1, MAX_CONNS);
+            break;
+        case O_REQS:
+            requests = num(optarg, "--requests", 1, 1000000000L);
+            break;
+        case O_TIMEOUT:
+            timeout_ms = num(optarg, "--timeout-ms", 1, 3600000L);
+            break;
+        case O_HELP:
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
         }
     }
     if (port < 0 || optind < argc) {
@@ -181,7 +195,8 @@ int main(int argc, char **argv) {
         rl.rlim_cur = rl.rlim_max < (rlim_t)conns + 16 ? rl.rlim_max : (rlim_t)conns + 16;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    req_len = (size_t)snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s:%ld\r\n\r\n", host, port);
+    req_len =
+        (size_t)snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s:%ld\r\n\r\n", host, port);
     struct conn *cs = calloc((size_t)conns, sizeof *cs);
     int ep = epoll_create1(0);
     if (!cs || ep < 0) {
