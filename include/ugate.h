@@ -419,10 +419,12 @@ int ug_server_on_shutdown(ug_server *srv, ug_shutdown_hook_fn fn, void *user);
 /** Hold the drain open: the server does not reach CLOSED while holds are outstanding, even
  *  with no connection left (e.g. a hook must first end a long-poll or flush a queue). Bounded
  *  by the drain deadline, which drops every hold (counted in ug_report.holds_forced). Any
- *  loop's thread. Returns 0, or -ESHUTDOWN once CLOSED or forced. */
+ *  loop's thread. Returns 0, -ESHUTDOWN once CLOSED or forced (the deadline passed, or an
+ *  immediate shutdown), or -EOVERFLOW with 2^31 - 1 holds outstanding. */
 int ug_server_hold(ug_server *srv);
 /** Give one hold back. When the last one goes and no connection is left, the run returns.
- *  Any loop's thread. Returns 0, or -EINVAL if no hold is outstanding. */
+ *  Any loop's thread. Returns 0, or -EINVAL if no hold is outstanding (including a hold the
+ *  deadline has already dropped: releasing it late is harmless). */
 int ug_server_release(ug_server *srv);
 
 /** Ask the server to shut down. Any thread, and async-signal-safe: it only stores to atomics

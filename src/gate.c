@@ -11,7 +11,8 @@
  * ends when the gate is DRAINING, the listener is closed (nothing more can be handed to it),
  * it has no connection left and no hold is outstanding; the run returns when every loop has
  * ended. Loop 0 may end before the others: nothing after its end depends on it (the holds
- * are dropped by whichever loop forces, an immediate stop is published by the caller).
+ * are dropped by whichever loop forces, an immediate stop past the close point is published
+ * by its caller, and loop 0 does not end with a request it has not acted on).
  */
 #include "core.h"
 
@@ -39,8 +40,9 @@ static void run_hooks(ug_server *srv, ug_gate_state st) {
 
 /* ---------------------------------------------------------------- loop 0: transitions ---- */
 
-/* OPEN/LAME_DUCK → DRAINING, once: the close point. */
-static void gate_close(ug__loop *lp0, uint32_t timeout_ms) {
+/* OPEN/LAME_DUCK → DRAINING, once: the close point. Never inlined: its fence stays out of
+ * the functions every loop turn runs (tools/check-hot-path). */
+__attribute__((noinline)) static void gate_close(ug__loop *lp0, uint32_t timeout_ms) {
     ug_server *srv = lp0->srv;
     ug__gate *g = &srv->gate;
     int st = ug__gate_state(srv);
@@ -59,6 +61,11 @@ static void gate_close(ug__loop *lp0, uint32_t timeout_ms) {
     if (timeout_ms == 0)
         atomic_store_explicit(&g->forcing, UG_FORCE_IMMEDIATE, memory_order_relaxed);
     set_state(srv, UG_GATE_DRAINING);
+    /* Against ug_server_shutdown, which stores req and then loads state: this stores state
+     * and then (ug__gate_done) loads req. With a full fence on both sides, a request this
+     * loop has not seen finds DRAINING and is published by its caller, or keeps loop 0 from
+     * ending until it has acted on it. */
+    atomic_thread_fence(memory_order_seq_cst);
     ug__listener_gate_closed(lp0);
     run_hooks(srv, UG_GATE_DRAINING);
     ug__gate_wake_all(srv);
@@ -134,6 +141,7 @@ int ug_server_shutdown(ug_server *srv, const ug_shutdown_opts *opts) {
     int cur = atomic_load(&g->req);
     while (cur < want && !atomic_compare_exchange_weak(&g->req, &cur, want)) {
     }
+    atomic_thread_fence(memory_order_seq_cst); /* req stored, then state loaded: gate_close */
     if (want == UG_SD_IMMEDIATE && ug__gate_state(srv) >= UG_GATE_DRAINING) {
         /* Past the close point only the forcing is left to decide, and loop 0, which reads
          * req, may already have ended: publish it here, for every loop. */
@@ -216,6 +224,8 @@ void ug__gate_turn(ug__loop *lp) {
 
 int ug__gate_done(const ug__loop *lp) {
     const ug_server *srv = lp->srv;
+    /* Loop 0 acts on every shutdown request before it ends (see gate_close). */
+    if (lp->index == 0 && atomic_load(&srv->gate.req) > srv->gate.seen_req) return 0;
     return lp->phase != UG_LOOP_RUNNING && lp->conns_open == 0 &&
            atomic_load_explicit(&srv->listener.closed, memory_order_acquire) &&
            (atomic_load_explicit(&srv->gate.holds, memory_order_acquire) & ~UG_HOLDS_DROPPED) ==

@@ -166,11 +166,20 @@ int ug__loop_post(ug__loop *lp, ug_post_fn fn, void *user) {
     return 0;
 }
 
-static void run_posts(ug__loop *lp, int final) {
-    if (!final && !atomic_load_explicit(&lp->posts, memory_order_relaxed)) return;
-    ug__post *list =
-        atomic_exchange_explicit(&lp->posts, final ? POSTS_CLOSED : NULL, memory_order_acquire);
-    if (list == POSTS_CLOSED) return;
+/* final: close the stack to new posts if it is empty, and say so (1); posts that are
+ * waiting are run instead (0), and the caller looks again at whether the loop is done, since
+ * they may have taken a hold or handed work to the loop. */
+static int run_posts(ug__loop *lp, int final) {
+    ug__post *list = atomic_load_explicit(&lp->posts, memory_order_relaxed);
+    if (final && list == NULL) {
+        ug__post *none = NULL;
+        if (atomic_compare_exchange_strong_explicit(&lp->posts, &none, POSTS_CLOSED,
+                                                    memory_order_acq_rel, memory_order_acquire))
+            return 1;
+        list = none;
+    }
+    if (!list || list == POSTS_CLOSED) return list == POSTS_CLOSED;
+    list = atomic_exchange_explicit(&lp->posts, NULL, memory_order_acquire);
     ug__post *rev = NULL; /* the stack is newest first: run in posting order */
     while (list) {
         ug__post *n = list->next;
@@ -184,6 +193,7 @@ static void run_posts(ug__loop *lp, int final) {
         free(rev);
         rev = n;
     }
+    return 0;
 }
 
 /* Loop 0 only (the single producer). The release store publishes the fd before the tail. */
@@ -268,7 +278,10 @@ int ug__loop_run(ug__loop *lp) {
         ug__tq_expire(lp);
         flush_dirty(lp);
         if (lp->index == 0) ug__listener_turn(lp);
-        if (ug__gate_done(lp)) break;
+        if (ug__gate_done(lp)) {
+            if (run_posts(lp, 1)) break; /* closed to posts, none waiting: the loop ends */
+            continue; /* posts ran: they may have taken a hold or given the loop work */
+        }
         uint64_t next = ug__timer_next(&lp->timers), tq = ug__tq_next(lp);
         if (tq < next) next = tq;
         int64_t wait_ns = -1;
@@ -287,7 +300,8 @@ int ug__loop_run(ug__loop *lp) {
         ug__gate_loop_failed(lp);
     }
     update_time(lp);
-    run_posts(lp, 1);
+    while (!run_posts(lp, 1)) { /* a failed loop still runs what was posted to it */
+    }
     if (lp->deadline_armed) lp->be_ops->timer_cancel(lp->be, UG_UD(UG_OP_DEADLINE, 0, 0));
     return rc;
 }

@@ -453,6 +453,116 @@ static void test_loop0_ends_first(void) {
     ug_server_free(sc.srv);
 }
 
+/* An immediate shutdown that arrives while loop 0 is closing the gate (after it read the
+ * graceful request, before it published DRAINING) is seen neither by its caller (the gate
+ * is not DRAINING yet) nor in that turn by loop 0, which, with nothing open and the
+ * listener closed in the same turn (paused at max_conns, no settle), used to end then and
+ * leave loop 1 to wait for the graceful deadline. The log sink makes the call at the exact
+ * point: "gate closing" is logged inside that window. */
+static ug_server *imm_srv;
+static int imm_rc = 1;
+static void log_and_stop_now(void *user, ug_log_level level, const char *msg) {
+    (void)user;
+    (void)level;
+    if (strstr(msg, "gate closing") && imm_srv) {
+        ug_shutdown_opts now = {.immediate = 1};
+        imm_rc = ug_server_shutdown(imm_srv, &now);
+    }
+}
+
+static void test_immediate_while_closing(void) {
+    if (g_threads < 2) {
+        fprintf(stderr, "\n    (one loop: nothing to end first)\n");
+        return;
+    }
+    ug_config cfg;
+    ug_config_init(&cfg);
+    cfg.max_conns = 1; /* one connection pauses the accept */
+    cfg.gate_settle_ms = 0;
+    cfg.log = log_and_stop_now;
+    srv_ctx sc;
+    imm_srv = NULL;
+    ts_start(&sc, &cfg);
+    /* The first connection goes to loop 0: it pauses the accept, and closing it resumes it;
+     * the second goes to loop 1 and pauses it again, with loop 0 left with nothing. */
+    int a = tu_connect(sc.port);
+    char body[64];
+    CU_ASSERT_FATAL(a >= 0);
+    CU_ASSERT_EQUAL(tu_send_all(a, GET_ROOT, sizeof GET_ROOT - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(a, body, sizeof body, NULL), 200);
+    tu_forget(a);
+    close(a);
+    ug_stats l0, l1;
+    for (int i = 0; i < 1000; i++) {
+        CU_ASSERT_EQUAL_FATAL(ug_server_loop_stats(sc.srv, 0, &l0), 0);
+        if (l0.conns_open == 0 && l0.accept_resumes >= 1) break;
+        usleep(1000);
+    }
+    int b = tu_connect(sc.port);
+    CU_ASSERT_FATAL(b >= 0);
+    const char wait_req[] = "GET /late-id HTTP/1.1\r\nHost: t\r\n\r\n";
+    CU_ASSERT_EQUAL(tu_send_all(b, wait_req, sizeof wait_req - 1), 0);
+    for (int i = 0; i < 1000; i++) {
+        CU_ASSERT_EQUAL_FATAL(ug_server_loop_stats(sc.srv, 1, &l1), 0);
+        if (l1.inflight == 1) break;
+        usleep(1000);
+    }
+    CU_ASSERT_EQUAL_FATAL(l1.inflight, 1);
+    imm_srv = sc.srv;
+    imm_rc = 1;
+    ug_shutdown_opts slow = {.drain_timeout_ms = 5000};
+    uint64_t t0 = tu_now_ms();
+    CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, &slow), 0);
+    ts_join(&sc);
+    uint64_t took = tu_now_ms() - t0;
+    CU_ASSERT_EQUAL(imm_rc, 0);
+    CU_ASSERT(took < 1500);
+    CU_ASSERT_EQUAL(sc.run_rc, 1);
+    CU_ASSERT_EQUAL(sc.report.requests_forced, 1);
+    imm_srv = NULL;
+    tu_forget(b);
+    close(b);
+    ug_server_free(sc.srv);
+}
+
+/* Posted work that hands a hold over (releases one, posts work that takes another) while the
+ * loop is about to end: the new hold is waited for, until the deadline drops it. It used to
+ * be taken in the loop's last run of its posts, after the decision to end: 0 returned, and
+ * nothing waited for it. */
+static void hold_b(ug_server *srv, void *user) {
+    (void)user;
+    hold_rc = ug_server_hold(srv);
+}
+static void release_then_post_hold(ug_server *srv, void *user) {
+    (void)user;
+    CU_ASSERT_EQUAL(ug_server_release(srv), 0);
+    CU_ASSERT_EQUAL(ug_server_post(srv, hold_b, NULL), 0);
+}
+static void hold_a(ug_server *srv, void *user) {
+    (void)user;
+    CU_ASSERT_EQUAL(ug_server_hold(srv), 0);
+}
+
+static void test_hold_handed_over_at_the_end(void) {
+    srv_ctx sc;
+    ts_start(&sc, NULL);
+    CU_ASSERT_EQUAL(ts_on_loop(&sc, hold_a, NULL), 0);
+    ug_shutdown_opts o = {.drain_timeout_ms = 400};
+    uint64_t t0 = tu_now_ms();
+    CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, &o), 0);
+    usleep(100 * 1000); /* the listener has closed: only the hold keeps the run going */
+    hold_rc = 1;
+    CU_ASSERT_EQUAL(ug_server_post(sc.srv, release_then_post_hold, NULL), 0);
+    ts_join(&sc);
+    uint64_t took = tu_now_ms() - t0;
+    CU_ASSERT_EQUAL(hold_rc, 0);
+    CU_ASSERT(took >= 390 && took < 400 + 400);
+    CU_ASSERT_EQUAL(sc.run_rc, 1);
+    CU_ASSERT_EQUAL(sc.report.holds_forced, 1);
+    CU_ASSERT_EQUAL(ug_server_release(sc.srv), -EINVAL); /* dropped: a late release is harmless */
+    ug_server_free(sc.srv);
+}
+
 /* ------------------------------------------------------------------ accept re-arm */
 
 /* A CQ far smaller than the burst of connections: the multishot accept ends on CQ overflow
@@ -512,6 +622,9 @@ static void register_suites(void) {
     CU_add_test(s, "hooks hold the drain", test_hook_holds_drain);
     CU_add_test(s, "accept re-armed after CQ overflow", test_accept_rearmed_after_overflow);
     CU_add_test(s, "loop 0 ends first: holds, immediate, drain time", test_loop0_ends_first);
+    CU_add_test(s, "a hold handed over as the loop ends is waited for",
+                test_hold_handed_over_at_the_end);
+    CU_add_test(s, "an immediate shutdown while the gate closes", test_immediate_while_closing);
 }
 
 int main(int argc, char **argv) {

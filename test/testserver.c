@@ -127,7 +127,7 @@ void ts_start(srv_ctx *sc, ug_config *cfg_in) {
     cfg->port = 0;
     cfg->backend = g_backend;
     if (!cfg->threads || cfg->threads == 1) cfg->threads = g_threads;
-    cfg->log = quiet_log;
+    if (!cfg->log) cfg->log = quiet_log; /* a test may bring its own */
     int rc = ug_server_create(&sc->srv, cfg);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     ug_route(sc->srv, "GET", "/", UG_ROUTE_EXACT, h_hello, sc);
