@@ -400,11 +400,11 @@ int ug__loop_post(ug__loop *lp, ug_post_fn fn, void *user);
 static inline uint32_t ug__loop_conns(const ug__loop *lp) { /* any thread */
     return __atomic_load_n(&lp->conns_open, __ATOMIC_RELAXED);
 }
-/* A loop's connections, counting those handed to it and not taken yet. Exact, or one too
- * many while a hand-off is being taken, on loop 0 (which alone writes tail): head is read
- * first, with acquire, because the taking loop counts a connection in conns_open before it
- * releases head (take_inbox). From another thread, an estimate (tail read after head keeps
- * the difference from wrapping). */
+/* A loop's connections, counting those handed to it and not taken yet. Never too few on
+ * loop 0 (which alone writes tail): head is read first, with acquire, because the taking
+ * loop counts a connection in conns_open before it releases head (take_inbox); it may be too
+ * many (a hand-off being taken, closes not yet visible), which only pauses early. From
+ * another thread, an estimate (tail read after head keeps the difference from wrapping). */
 static inline uint64_t ug__loop_load(const ug__loop *lp) {
     uint32_t head = atomic_load_explicit(&lp->inbox.head, memory_order_acquire);
     uint64_t conns = ug__loop_conns(lp);

@@ -32,7 +32,8 @@ int ug__loop_create(ug_server *srv, uint32_t index, const ug__backend_ops *ops, 
     /* max_inflight is split between the loops: no shared counter on the request path. */
     lp->max_inflight = cfg->max_inflight == UG_UNLIMITED
                            ? UG_UNLIMITED
-                           : (cfg->max_inflight + srv->nloops - 1) / srv->nloops;
+                           : (uint32_t)(((uint64_t)cfg->max_inflight + srv->nloops - 1) /
+                                        srv->nloops); /* 64 bits: no wrap near 2^32 */
     lp->free_head = UG_NONE;
     lp->dirty_head = UG_NONE;
     for (int q = 0; q < UG_TQ_COUNT; q++) lp->tq[q].head = lp->tq[q].tail = UG_NONE;

@@ -138,7 +138,7 @@ static int must_close(struct ug_request *req) {
     ug__conn *c = req->conn;
     int gate = ug__gate_state(req->loop->srv);
     int close_it = !req->keep_alive || (c->flags & UG_CF_CLOSE_AFTER) || gate == UG_GATE_LAME_DUCK;
-    /* The gate state too: another loop may have closed the gate since this loop's last turn
+    /* The gate state too: loop 0 may have closed the gate since this loop's last turn
      * marked its connections. */
     if (!close_it && ((c->flags & (UG_CF_DRAIN | UG_CF_PEER_EOF)) || gate >= UG_GATE_DRAINING))
         close_it = req->in.len - req->in_off <= req->http.consumed && req->parked.len == 0;
