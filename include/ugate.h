@@ -441,44 +441,65 @@ ug_gate_state ug_server_state(const ug_server *srv);
  * Counters
  * ---------------------------------------------------------------------------------------- */
 
+/** The counters and gauges of ug_stats, one line each: X(field, kind, metric, help), where
+ *  kind is COUNTER (only grows) or GAUGE (a level, now), metric is the Prometheus name
+ *  without its ugate_ prefix and _total suffix (ug_server_metrics), and help says what it
+ *  counts. The struct's fields and the exposition are both generated from this list, so a
+ *  new counter is one line here (and its increments in the core). */
+#define UG_STATS_FIELDS(X)                                                                         \
+    X(conns_accepted, COUNTER, connections_accepted, "Connections accepted.")                      \
+    X(conns_closed, COUNTER, connections_closed, "Connections closed.")                            \
+    X(conns_open, GAUGE, connections_open, "Connections open now, on every loop.")                 \
+    X(requests, COUNTER, requests,                                                                 \
+      "Requests parsed and dispatched, or answered with an error by the parser.")                  \
+    X(bad_requests, COUNTER, bad_requests,                                                         \
+      "Requests answered 400, 413, 414, 431, 501 or 505 by the parser.")                           \
+    X(handler_no_response, COUNTER, handler_no_response,                                           \
+      "Handlers that returned UG_DONE without responding (answered 500).")                         \
+    X(requests_cancelled, COUNTER, requests_cancelled, "Cancel callbacks fired.")                  \
+    X(conns_reset, COUNTER, connections_reset,                                                     \
+      "Connections that ended with an error (reset, EPIPE, out of memory).")                       \
+    X(timeouts_idle, COUNTER, timeouts_idle, "Keep-alive connections closed at the idle timeout.") \
+    X(timeouts_read_header, COUNTER, timeouts_read_header,                                         \
+      "Requests answered 408 at the read header timeout.")                                         \
+    X(timeouts_body, COUNTER, timeouts_body, "Requests answered 408 at the body timeout.")         \
+    X(timeouts_write, COUNTER, timeouts_write,                                                     \
+      "Connections closed because a send made no progress for the write timeout.")                 \
+    X(timeouts_handler, COUNTER, timeouts_handler,                                                 \
+      "Deferred requests answered 503 at the handler timeout.")                                    \
+    X(late_responses, COUNTER, late_responses,                                                     \
+      "ug_req_find calls for a request already answered, cancelled or timed out (dropped).")       \
+    X(shed, COUNTER, requests_shed, "Requests answered 503 past max_inflight (load shedding).")    \
+    X(limit_header_bytes, COUNTER, limit_header_bytes,                                             \
+      "Requests answered 431: header section over max_header_bytes.")                              \
+    X(limit_headers, COUNTER, limit_headers, "Requests answered 431: more than max_headers.")      \
+    X(limit_uri, COUNTER, limit_uri, "Requests answered 414: target over max_uri_bytes.")          \
+    X(limit_body, COUNTER, limit_body, "Requests answered 413: body over max_body_bytes.")         \
+    X(inflight, GAUGE, requests_inflight, "Requests dispatched and not answered yet, now.")        \
+    X(accept_rearms, COUNTER, accept_rearms,                                                       \
+      "Accepts re-armed after they ended by themselves (an overflow, an error).")                  \
+    X(recv_rearms, COUNTER, recv_rearms,                                                           \
+      "Receives re-armed after they ended by themselves (no buffer free, an overflow).")           \
+    X(accept_errors, COUNTER, accept_errors, "Accept completions with an error.")                  \
+    X(accept_pauses, COUNTER, accept_pauses,                                                       \
+      "Accept paused at max_conns (clients wait in the backlog).")                                 \
+    X(accept_resumes, COUNTER, accept_resumes, "Accept resumed after a pause.")                    \
+    X(output_pauses, COUNTER, output_pauses,                                                       \
+      "Reading a client paused: its unsent output passed max_output_bytes.")                       \
+    X(input_pauses, COUNTER, input_pauses,                                                         \
+      "Reading a client paused: 64 KiB arrived while one of its requests was being handled.")      \
+    X(conns_failed, COUNTER, connections_failed,                                                   \
+      "Connections ended because the server ran out of memory or submission slots for them.")      \
+    X(stale_completions, COUNTER, stale_completions,                                               \
+      "Completions for a connection slot that is gone (never expected).")
+
+/** The counters (see UG_STATS_FIELDS for what each one counts), and the responses by class:
+ *  responses[1] 1xx ... responses[5] 5xx ([0] unused). */
 typedef struct ug_stats {
-    uint64_t conns_accepted;
-    uint64_t conns_closed;
-    uint64_t conns_open;
-    uint64_t requests;            /**< requests parsed and dispatched (or answered with an error) */
-    uint64_t responses[6];        /**< by class: [1] 1xx ... [5] 5xx; [0] unused */
-    uint64_t bad_requests;        /**< answered 4xx/5xx by the parser (400/413/414/431/501/505) */
-    uint64_t handler_no_response; /**< handlers that returned UG_DONE without responding */
-    uint64_t requests_cancelled;  /**< cancel callbacks fired */
-    uint64_t conns_reset;         /**< connections that ended with an error (reset, EPIPE) */
-    uint64_t timeouts_idle;
-    uint64_t timeouts_read_header;
-    uint64_t timeouts_body;
-    uint64_t timeouts_write;
-    uint64_t timeouts_handler;   /**< deferred requests answered 503 by handler_timeout_ms */
-    uint64_t late_responses;     /**< ug_req_find calls for a request already timed out,
-                                      cancelled or answered: a late answer, dropped */
-    uint64_t shed;               /**< requests answered 503 past max_inflight */
-    uint64_t limit_header_bytes; /**< 431: header section over max_header_bytes */
-    uint64_t limit_headers;      /**< 431: more than max_headers fields */
-    uint64_t limit_uri;          /**< 414 */
-    uint64_t limit_body;         /**< 413 */
-    uint64_t inflight;           /**< requests dispatched and not answered, now */
-    uint64_t accept_rearms;      /**< the accept re-armed after it ended by itself (the backend
-                                      dropped it: an overflow, an error) */
-    uint64_t recv_rearms;        /**< receives re-armed after they ended by themselves (no
-                                      receive buffer free, an overflow) */
-    uint64_t accept_errors;      /**< accept completions with an error other than cancel */
-    uint64_t accept_pauses;      /**< the gate paused at max_conns (clients wait in the backlog) */
-    uint64_t accept_resumes;     /**< ... and resumed below the low watermark */
-    uint64_t output_pauses;      /**< reading a client paused: its unsent output passed
-                                      max_output_bytes (it sends and does not read) */
-    uint64_t input_pauses;       /**< reading a client paused: 64 KiB arrived while one of its
-                                      requests was being handled */
-    uint64_t conns_failed;       /**< connections ended because the server ran out of memory
-                                      or submission slots for them (also in conns_reset) */
-    uint64_t stale_completions;  /**< completions for a slot that is gone: never expected (an
-                                      assertion in debug builds); counted and ignored */
+#define UG__STATS_FIELD(field, kind, metric, help) uint64_t field;
+    UG_STATS_FIELDS(UG__STATS_FIELD)
+#undef UG__STATS_FIELD
+    uint64_t responses[6];
 } ug_stats;
 
 /** The counters, summed over the loops (each loop's are read without stopping it, so the
