@@ -508,6 +508,15 @@ void ug_server_stats(const ug_server *srv, ug_stats *out);
 /** One loop's counters (how the loops share the load). Any thread. 0 or -EINVAL. */
 int ug_server_loop_stats(const ug_server *srv, unsigned loop, ug_stats *out);
 
+/** The server's metrics in the Prometheus text exposition format (version 0.0.4): every
+ *  field of UG_STATS_FIELDS as ugate_<metric>_total (counters) or ugate_<metric> (gauges),
+ *  summed over the loops; ugate_responses_total{class="1xx".."5xx"}; ugate_gate_state
+ *  {state="open|lame_duck|draining|closed"} (1 for the current state); ugate_loops. Any
+ *  thread, while the loops run (each loop's counters are read without stopping it). Writes at
+ *  most cap bytes to buf, NUL-terminated; returns the length without the NUL, or -ENOSPC if
+ *  cap is too small (8 KiB is enough), -EINVAL for a NULL argument. */
+int ug_server_metrics(const ug_server *srv, char *buf, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

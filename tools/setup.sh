@@ -2,7 +2,7 @@
 # Sourced by tools/run and tools/test: install the Debian packages ugate needs, if missing.
 UGATE_DEPS="gcc make cmake pkg-config liburing-dev libhttp-parser-dev libcunit1-dev"
 # For tools/test only, and not required: clang (libFuzzer) for the fuzz smoke, node-llhttp
-# (llhttp's C sources) for the differential parser fuzzer.
+# (llhttp's C sources) for the differential parser fuzzer; prometheus (promtool) below.
 # shellcheck disable=SC2034 # used by tools/test
 UGATE_TEST_DEPS="clang node-llhttp"
 # usage: ugate_setup [extra-package...]
@@ -21,6 +21,25 @@ ugate_setup() {
         echo "setup: could not install ${missing[*]}" >&2
         return 1
     fi
+}
+
+# promtool (Debian's prometheus package), for the exposition check in tools/test; optional.
+# The package would also start a Prometheus server: a policy-rc.d (the Debian way to veto
+# service starts during an install) keeps it from doing so, and is removed afterwards.
+ugate_setup_promtool() {
+    command -v promtool >/dev/null && return 0
+    dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed" && return 0
+    local sudo="" made=0
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null &&
+            $sudo chmod +x /usr/sbin/policy-rc.d && made=1
+    fi
+    echo "setup: installing prometheus (for promtool)"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus \
+        >/dev/null 2>&1 || echo "setup: prometheus is not available: the promtool check is skipped"
+    [ $made -eq 1 ] && $sudo rm -f /usr/sbin/policy-rc.d
+    return 0
 }
 
 # usage: ugate_setup_optional package...: like ugate_setup, but what cannot be installed is
