@@ -6,11 +6,18 @@
  *   GET  /healthz     200 "ok"; 503 "draining" once shutdown has begun
  *   anything else     404
  *
+ * --admin HOST:PORT starts a second, one-loop server on that address (never the public
+ * one) that serves GET /metrics (ug_server_metrics of the main server, Prometheus text
+ * format). It is started before the main server runs and stopped only after the main
+ * server's run has returned, so the drain can be watched; its own requests are not counted
+ * in the main server's metrics.
+ *
  * SIGTERM / SIGINT start a graceful shutdown; a second SIGINT forces the immediate variant.
  * Exit status: 0 when everything drained, 1 when the deadline forced anything, 2 on error.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +83,47 @@ static ug_handler_result healthz(ug_request *req, void *user) {
     return UG_DONE;
 }
 
+/* ---- the admin server: one loop, its own thread */
+
+static ug_server *g_admin;
+static char g_metrics[65536]; /* the admin server has one loop: one handler at a time */
+
+static ug_handler_result metrics(ug_request *req, void *user) {
+    (void)user;
+    int n = ug_server_metrics(g_srv, g_metrics, sizeof g_metrics);
+    if (n < 0) {
+        ug_resp_send(req, 500, "text/plain", "metrics do not fit\n", 19);
+        return UG_DONE;
+    }
+    ug_resp_send(req, 200, "text/plain; version=0.0.4; charset=utf-8", g_metrics, (size_t)n);
+    return UG_DONE;
+}
+
+static void *admin_thread(void *arg) {
+    (void)arg;
+    ug_server_run(g_admin, NULL);
+    return NULL;
+}
+
+/* "HOST:PORT", "[V6]:PORT" or ":PORT" (127.0.0.1): host (in buf) and port. -1 if malformed. */
+static int split_host_port(const char *s, char *buf, size_t cap, uint16_t *port) {
+    const char *colon = strrchr(s, ':');
+    if (!colon || !colon[1]) return -1;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') h = s + 1, hl -= 2;
+    if (hl >= cap) return -1;
+    memcpy(buf, h, hl);
+    buf[hl] = '\0';
+    if (!hl) snprintf(buf, cap, "127.0.0.1");
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(colon + 1, &end, 10);
+    if (errno || *end || v > 65535) return -1;
+    *port = (uint16_t)v;
+    return 0;
+}
+
 static void on_signal(int sig) {
     /* ug_server_shutdown is async-signal-safe: atomics and an eventfd write. */
     if (sig == SIGINT && ++g_sigint_count >= 2) {
@@ -127,6 +175,9 @@ static void usage(FILE *f) {
         "  --max-body-bytes N          request body (1048576)\n"
         "  --max-output-bytes N        unsent response bytes per connection before that\n"
         "                              client is no longer read (262144; at most 1 GiB)\n"
+        "  --admin HOST:PORT           admin listener: GET /metrics (Prometheus); off unless "
+        "given;\n"
+        "                              up until the main server has drained\n"
         "  --quiet                     log warnings and errors only\n"
         "  --help                      this text\n"
         "Timeouts of 0 are disabled.\n"
@@ -175,6 +226,7 @@ int main(int argc, char **argv) {
         O_QUIET,
         O_THREADS,
         O_PIN,
+        O_ADMIN,
         O_HELP
     };
     static const struct option opts[] = {
@@ -200,9 +252,11 @@ int main(int argc, char **argv) {
         {"quiet", no_argument, 0, O_QUIET},
         {"threads", required_argument, 0, O_THREADS},
         {"pin-cpus", no_argument, 0, O_PIN},
+        {"admin", required_argument, 0, O_ADMIN},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
+    const char *admin = NULL;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         uint32_t v = 0;
@@ -211,7 +265,7 @@ int main(int argc, char **argv) {
             continue;
         }
         if (o != O_HOST && o != O_BACKEND && o != O_QUIET && o != O_HELP && o != O_PIN &&
-            o != '?' && parse_u32(optarg, &v)) {
+            o != O_ADMIN && o != '?' && parse_u32(optarg, &v)) {
             fprintf(stderr, "ugate-serve: bad number for --%s: %s\n", opts[o - O_HOST].name,
                     optarg);
             return 2;
@@ -219,6 +273,9 @@ int main(int argc, char **argv) {
         switch (o) {
         case O_HOST:
             cfg.host = optarg;
+            break;
+        case O_ADMIN:
+            admin = optarg;
             break;
         case O_PORT:
             if (v > 65535) {
@@ -318,6 +375,30 @@ int main(int argc, char **argv) {
                 strerror(-rc));
         return 2;
     }
+    pthread_t admin_thr;
+    if (admin) {
+        ug_config acfg;
+        ug_config_init(&acfg);
+        static char ahost[256];
+        if (split_host_port(admin, ahost, sizeof ahost, &acfg.port)) {
+            fprintf(stderr, "ugate-serve: --admin takes HOST:PORT, got '%s'\n", admin);
+            ug_server_free(g_srv);
+            return 2;
+        }
+        acfg.host = ahost;
+        acfg.threads = 1;
+        acfg.backend = cfg.backend;
+        acfg.max_conns = 64;
+        acfg.log = quiet_log;
+        if ((rc = ug_server_create(&g_admin, &acfg)) < 0 ||
+            (rc = ug_route(g_admin, "GET", "/metrics", UG_ROUTE_EXACT, metrics, NULL)) < 0 ||
+            (rc = pthread_create(&admin_thr, NULL, admin_thread, NULL) ? -EAGAIN : 0) < 0) {
+            fprintf(stderr, "ugate-serve: admin listener on %s: %s\n", admin, strerror(-rc));
+            ug_server_free(g_admin);
+            ug_server_free(g_srv);
+            return 2;
+        }
+    }
     if ((rc = ug_route(g_srv, "GET", "/", UG_ROUTE_EXACT, hello, NULL)) < 0 ||
         (rc = ug_route(g_srv, "GET", "/sleep", UG_ROUTE_EXACT, sleep_handler, NULL)) < 0 ||
         (rc = ug_route(g_srv, "POST", "/echo", UG_ROUTE_EXACT, echo, NULL)) < 0 ||
@@ -338,6 +419,7 @@ int main(int argc, char **argv) {
            strchr(cfg.host, ':') ? "[" : "", cfg.host, strchr(cfg.host, ':') ? "]" : "",
            ug_server_port(g_srv), ug_server_backend(g_srv), ug_server_loops(g_srv),
            ug_server_loops(g_srv) == 1 ? "" : "s");
+    if (g_admin) printf("ugate-serve admin: GET /metrics on port %u\n", ug_server_port(g_admin));
     fflush(stdout);
     ug_report rep;
     rc = ug_server_run(g_srv, &rep);
@@ -359,6 +441,12 @@ int main(int argc, char **argv) {
             fprintf(stderr, " %llu", (unsigned long long)ls.requests);
         }
         fprintf(stderr, "\n");
+    }
+    if (g_admin) { /* the drain is over: the admin listener goes last */
+        ug_shutdown_opts aso = {.drain_timeout_ms = 1000};
+        ug_server_shutdown(g_admin, &aso);
+        pthread_join(admin_thr, NULL);
+        ug_server_free(g_admin);
     }
     ug_server_free(g_srv);
     if (rc < 0) {
