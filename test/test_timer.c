@@ -16,14 +16,6 @@ typedef struct tt {
     uint64_t fired_at_deadline;
 } tt;
 
-static uint64_t rng_state;
-static uint64_t rnd(void) { /* xorshift64* */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ull;
-}
-
 /* The order in which callbacks ran. */
 static int order[20000];
 static unsigned norder;
@@ -82,14 +74,14 @@ static void test_random_order(void) {
     enum { N = 5000 };
     static tt v[N];
     ug__timer_heap h = {0};
-    rng_state = 0x9e3779b97f4a7c15ull;
+    tu_srand(0x9e3779b97f4a7c15ull);
     reset_record();
     for (int i = 0; i < N; i++) {
         memset(&v[i], 0, sizeof v[i]);
         v[i].id = i;
         ug__timer_init(&v[i].t, record);
         /* Narrow range: many equal deadlines. */
-        CU_ASSERT_EQUAL_FATAL(ug__timer_start(&h, &v[i].t, 1 + rnd() % 2000), 0);
+        CU_ASSERT_EQUAL_FATAL(ug__timer_start(&h, &v[i].t, 1 + tu_rand() % 2000), 0);
     }
     CU_ASSERT_EQUAL(h.n, N);
     CU_ASSERT(heap_ok(&h));
@@ -151,14 +143,14 @@ static void test_stop_arbitrary(void) {
     static tt v[N];
     static int stopped[N];
     ug__timer_heap h = {0};
-    rng_state = 12345;
+    tu_srand(12345);
     reset_record();
     for (int i = 0; i < N; i++) {
         memset(&v[i], 0, sizeof v[i]);
         v[i].id = i;
         stopped[i] = 0;
         ug__timer_init(&v[i].t, record);
-        ug__timer_start(&h, &v[i].t, rnd() % 100000);
+        ug__timer_start(&h, &v[i].t, tu_rand() % 100000);
     }
     /* Stop the root, the last element, and then random ones (some twice). */
     ug__timer *root = h.v[0];
@@ -171,7 +163,7 @@ static void test_stop_arbitrary(void) {
     stopped[((tt *)last)->id] = 1;
     CU_ASSERT(heap_ok(&h));
     for (int k = 0; k < N; k++) {
-        int i = (int)(rnd() % N);
+        int i = (int)(tu_rand() % N);
         ug__timer_stop(&h, &v[i].t);
         stopped[i] = 1;
         if (k % 64 == 0) CU_ASSERT(heap_ok(&h));
@@ -195,7 +187,7 @@ static void test_random_ops_model(void) {
     enum { N = 512, OPS = 40000 };
     static tt v[N];
     ug__timer_heap h = {0};
-    rng_state = 777;
+    tu_srand(777);
     reset_record();
     for (int i = 0; i < N; i++) {
         memset(&v[i], 0, sizeof v[i]);
@@ -204,11 +196,11 @@ static void test_random_ops_model(void) {
     }
     int bad = 0;
     for (int k = 0; k < OPS; k++) {
-        int i = (int)(rnd() % N);
-        switch (rnd() % 3) {
+        int i = (int)(tu_rand() % N);
+        switch (tu_rand() % 3) {
         case 0:
         case 1: {
-            uint64_t d = rnd() % 5000;
+            uint64_t d = tu_rand() % 5000;
             if (ug__timer_start(&h, &v[i].t, d)) bad++;
             if (v[i].t.deadline != d || !ug__timer_armed(&v[i].t)) bad++;
             break;

@@ -179,28 +179,20 @@ static void test_expiry_requeues(void) {
     CU_ASSERT_EQUAL(ug__tq_next(lp), UINT64_MAX);
 }
 
-static uint64_t rng_state;
-static uint64_t rnd(void) { /* xorshift64* */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ull;
-}
-
 /* Random set, touch and clock steps against a model that keeps (queue, deadline) per
  * connection: expire fires exactly the connections whose deadline has passed, in deadline
  * order within a queue, and next is the model's minimum. */
 static void test_random_against_model(void) {
-    rng_state = 0x9e3779b97f4a7c15ull;
+    tu_srand(0x9e3779b97f4a7c15ull);
     reset();
     enum ug__tq mq[NSLOTS];
     uint64_t md[NSLOTS];
     for (unsigned i = 0; i < NSLOTS; i++) mq[i] = UG_TQ_NONE, md[i] = 0;
     for (int step = 0; step < 20000; step++) {
-        unsigned i = (unsigned)(rnd() % NSLOTS);
-        switch (rnd() % 4) {
+        unsigned i = (unsigned)(tu_rand() % NSLOTS);
+        switch (tu_rand() % 4) {
         case 0: {
-            enum ug__tq q = (enum ug__tq)(rnd() % UG_TQ_COUNT);
+            enum ug__tq q = (enum ug__tq)(tu_rand() % UG_TQ_COUNT);
             ug__tq_set(lp, &slots[i], q);
             if (q != mq[i]) {
                 mq[i] = q;
@@ -213,7 +205,7 @@ static void test_random_against_model(void) {
             if (mq[i] != UG_TQ_NONE) md[i] = lp->now_ms + lp->tq[mq[i]].timeout_ms;
             break;
         case 2:
-            lp->now_ms += rnd() % 150;
+            lp->now_ms += tu_rand() % 150;
             break;
         default: {
             unsigned before = nfired;

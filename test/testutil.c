@@ -257,3 +257,16 @@ int tu_wait_eof(int fd, int ms) {
         if (n < 0 && errno != EAGAIN && errno != EINTR) return 1; /* reset counts as closed */
     }
 }
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+void tu_srand(uint64_t seed) {
+    rng_state = seed ? seed : 0x9e3779b97f4a7c15ull; /* xorshift has no way out of 0 */
+}
+
+uint64_t tu_rand(void) {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 2685821657736338717ull;
+}

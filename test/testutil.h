@@ -26,8 +26,9 @@ int tu_send_all(int fd, const void *buf, size_t len);
 /* Read one HTTP/1.x response (status line, headers, Content-Length or chunked body, or
  * until EOF when neither). Returns its status code and fills body (NUL-terminated, at most
  * cap-1 bytes, de-chunked) if body != NULL; *hdrs gets the header block if hdrs != NULL
- * (a buffer per thread, overwritten by its next call, NUL-terminated). Returns -1 on EOF/timeout/garbage.
- * Bytes read past the response are kept in a per-fd carry buffer for the next call. */
+ * (a buffer per thread, overwritten by its next call, NUL-terminated). Returns -1 on
+ * EOF/timeout/garbage. Bytes read past the response are kept in a per-fd carry buffer for the next
+ * call. */
 int tu_read_response(int fd, char *body, size_t cap, const char **hdrs);
 /* Forget any carried bytes for fd (call before closing it). */
 void tu_forget(int fd);
@@ -35,5 +36,8 @@ void tu_forget(int fd);
 int tu_wait_eof(int fd, int ms);
 /* Monotonic milliseconds. */
 uint64_t tu_now_ms(void);
+/* A deterministic PRNG (xorshift64*) for the randomized suites: seed, then draw. */
+void tu_srand(uint64_t seed);
+uint64_t tu_rand(void);
 
 #endif
