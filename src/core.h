@@ -160,7 +160,8 @@ struct ug_request {
     uint8_t rstate;           /* ug__req_state */
     uint8_t keep_alive;       /* this request allows the connection to stay open */
     uint8_t continue_sent;
-    uint8_t inflight; /* counted in the loop's inflight */
+    uint8_t inflight;       /* counted in the loop's inflight */
+    uint64_t t_dispatch_ms; /* loop clock when dispatched: its age in the forced-request log */
 
     ug__buf out[2]; /* output; out[sending] is in flight, the other takes appends */
     int8_t sending; /* index in flight, or -1 */

@@ -174,13 +174,42 @@ static void drop_holds(ug__loop *lp) {
     }
 }
 
+/* At most this many forced-request lines per loop, then one line with the rest's count: the
+ * answer to "what was the drain waiting for" without a log the size of the connection table. */
+#define FORCED_LOG_MAX 1000u
+#define FORCED_TARGET_MAX 256
+
+/* One line per request the force ends: what it was, how old, where. */
+static void log_forced(ug__loop *lp, ug__conn *c, const char *cause, uint32_t *n) {
+    struct ug_request *r = c->ctx;
+    if (!ug__request_live(r)) return;
+    if ((*n)++ >= FORCED_LOG_MAX) return;
+    ug_str m = ug_req_method(r), t = ug_req_target(r);
+    ug__log(
+        lp->srv, UG_LOG_WARN, "%s: forced %.*s %.*s%s, %llu ms old, %s, connection %u of loop %u",
+        cause, (int)m.len, m.ptr ? m.ptr : "",
+        (int)(t.len > FORCED_TARGET_MAX ? FORCED_TARGET_MAX : t.len), t.ptr ? t.ptr : "",
+        t.len > FORCED_TARGET_MAX ? "..." : "", (unsigned long long)(lp->now_ms - r->t_dispatch_ms),
+        r->rstate == UG_RS_STREAMING ? "streaming" : "deferred", ug__conn_idx(lp, c), lp->index);
+}
+
 void ug__gate_force_loop(ug__loop *lp, ug_cancel_reason why) {
     lp->phase = UG_LOOP_FORCED;
     lp->forced = 1;
+    const char *cause = why == UG_CANCEL_SERVER_ERROR                     ? "server error"
+                        : ug__gate_forcing(lp->srv) == UG_FORCE_IMMEDIATE ? "immediate shutdown"
+                                                                          : "drain deadline";
+    uint32_t logged = 0;
     for (uint32_t i = 0; i < lp->slots_used; i++) {
         ug__conn *c = &lp->slots[i];
-        if (c->state == UG_CONN_OPEN || c->state == UG_CONN_LINGER) ug__conn_abort(lp, c, why);
+        if (c->state == UG_CONN_OPEN || c->state == UG_CONN_LINGER) {
+            log_forced(lp, c, cause, &logged);
+            ug__conn_abort(lp, c, why);
+        }
     }
+    if (logged > FORCED_LOG_MAX)
+        ug__log(lp->srv, UG_LOG_WARN, "%s: %u more forced request(s) on loop %u", cause,
+                logged - FORCED_LOG_MAX, lp->index);
     drop_holds(lp); /* after the aborts: a cancel callback may have taken a hold */
 }
 

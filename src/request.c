@@ -122,6 +122,7 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
     if (++lp->req_seq == 0) lp->req_seq = 1; /* wraps past 0: an id is never 0 */
     ctx->id = ((uint64_t)lp->req_seq << UG_ID_SEQ_SHIFT) |
               ((uint64_t)lp->index << UG_ID_LOOP_SHIFT) | ug__conn_idx(lp, c);
+    ctx->t_dispatch_ms = lp->now_ms;
     ctx->head = (ctx->http.flags & UG_HTTP_HEAD) != 0;
     ctx->keep_alive = (ctx->http.flags & UG_HTTP_KEEP_ALIVE) != 0;
     ctx->rstate = UG_RS_HANDLER;

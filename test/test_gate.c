@@ -282,6 +282,58 @@ static void test_deadline_precision(void) {
     ug_server_free(sc.srv);
 }
 
+/* At the deadline, one log line per forced request: method, target, age, state, connection
+ * and loop (the answer to "what did the drain wait for"). Idle connections are not listed. */
+static pthread_mutex_t forced_lock = PTHREAD_MUTEX_INITIALIZER;
+static char forced_lines[8][512];
+static int forced_n;
+static void capture_forced(void *user, ug_log_level level, const char *msg) {
+    (void)user;
+    (void)level;
+    if (!strstr(msg, ": forced ")) return;
+    pthread_mutex_lock(&forced_lock);
+    if (forced_n < 8) snprintf(forced_lines[forced_n], sizeof forced_lines[0], "%s", msg);
+    forced_n++;
+    pthread_mutex_unlock(&forced_lock);
+}
+
+static void test_deadline_logs_forced_requests(void) {
+    ug_config cfg;
+    ug_config_init(&cfg);
+    cfg.log = capture_forced;
+    forced_n = 0;
+    srv_ctx sc;
+    ts_start(&sc, &cfg);
+    int fds[4];
+    for (int i = 0; i < 4; i++) {
+        fds[i] = tu_connect(sc.port);
+        CU_ASSERT_FATAL(fds[i] >= 0);
+        char req[128];
+        int n = snprintf(req, sizeof req, "GET /late?ms=10000&n=%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+        if (i < 3) CU_ASSERT_EQUAL(tu_send_all(fds[i], req, (size_t)n), 0); /* the 4th idles */
+    }
+    usleep(100 * 1000);
+    ug_shutdown_opts o = {.drain_timeout_ms = 200};
+    CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, &o), 0);
+    ts_join(&sc);
+    CU_ASSERT_EQUAL(sc.report.requests_forced, 3);
+    CU_ASSERT_EQUAL(forced_n, 3);
+    for (int i = 0; i < 3; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "GET /late?ms=10000&n=%d,", i);
+        int found = 0;
+        for (int k = 0; k < forced_n && k < 8; k++)
+            if (strstr(forced_lines[k], want) &&
+                strstr(forced_lines[k], "drain deadline: forced") &&
+                strstr(forced_lines[k], "ms old, deferred, connection "))
+                found = 1;
+        CU_ASSERT(found);
+        if (!found) fprintf(stderr, "\n    no forced line for %s\n", want);
+    }
+    for (int i = 0; i < 4; i++) close(fds[i]);
+    ug_server_free(sc.srv);
+}
+
 /* ------------------------------------------------------------------ lame duck */
 
 static void test_lame_duck(void) {
@@ -618,6 +670,7 @@ static void register_suites(void) {
     CU_add_test(s, "immediate shutdown", test_immediate);
     CU_add_test(s, "graceful then immediate", test_graceful_then_immediate);
     CU_add_test(s, "deadline within 50 ms, cancels fire", test_deadline_precision);
+    CU_add_test(s, "the deadline logs each forced request", test_deadline_logs_forced_requests);
     CU_add_test(s, "lame duck", test_lame_duck);
     CU_add_test(s, "hooks hold the drain", test_hook_holds_drain);
     CU_add_test(s, "accept re-armed after CQ overflow", test_accept_rearmed_after_overflow);
