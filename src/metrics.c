@@ -29,12 +29,11 @@ static void family(metrics_out *o, const char *name, const char *type, const cha
     put(o, "# HELP ugate_%s %s\n# TYPE ugate_%s %s\n", name, help, name, type);
 }
 
-#define KIND_COUNTER "counter", "_total"
-#define KIND_GAUGE "gauge", ""
-#define KIND_TYPE_(type, suffix) type
-#define KIND_SUFFIX_(type, suffix) suffix
-#define KIND_TYPE(kind) KIND_TYPE_(kind)
-#define KIND_SUFFIX(kind) KIND_SUFFIX_(kind)
+/* A kind of UG_STATS_FIELDS: its Prometheus type, and the suffix its name takes. */
+#define TYPE_COUNTER "counter"
+#define TYPE_GAUGE "gauge"
+#define SUFFIX_COUNTER "_total"
+#define SUFFIX_GAUGE ""
 
 int ug_server_metrics(const ug_server *srv, char *buf, size_t cap) {
     if (!srv || !buf || !cap) return -EINVAL;
@@ -42,8 +41,8 @@ int ug_server_metrics(const ug_server *srv, char *buf, size_t cap) {
     ug_stats st;
     ug_server_stats(srv, &st);
 #define EMIT(field, kind, metric, help)                                                            \
-    family(&o, #metric KIND_SUFFIX(KIND_##kind), KIND_TYPE(KIND_##kind), help);                    \
-    put(&o, "ugate_%s %llu\n", #metric KIND_SUFFIX(KIND_##kind), (unsigned long long)st.field);
+    family(&o, #metric SUFFIX_##kind, TYPE_##kind, help);                                          \
+    put(&o, "ugate_%s %llu\n", #metric SUFFIX_##kind, (unsigned long long)st.field);
     UG_STATS_FIELDS(EMIT)
 #undef EMIT
     family(&o, "responses_total", "counter", "Responses by status class.");
