@@ -427,6 +427,20 @@ int ug_server_hold(ug_server *srv);
  *  deadline has already dropped: releasing it late is harmless). */
 int ug_server_release(ug_server *srv);
 
+/** Longest label of a labelled hold (longer ones are cut), and the most distinct labels
+ *  outstanding at once. */
+#define UG_HOLD_LABEL_MAX 64
+#define UG_HOLD_LABELS_MAX 32
+/** ug_server_hold with a label saying what holds the drain open ("flush-queue"): the live
+ *  dump lists the outstanding holds by label, and the deadline logs one line per label it
+ *  drops. label is copied. Any thread. Returns what ug_server_hold does, or -EINVAL (NULL
+ *  or empty label), -ENOSPC with UG_HOLD_LABELS_MAX other labels outstanding. Not for a
+ *  hot path: it takes a mutex. */
+int ug_server_hold_label(ug_server *srv, const char *label);
+/** Give back one hold taken with that label. Any thread. 0, or -EINVAL if no hold with that
+ *  label is outstanding (or the deadline has dropped it). */
+int ug_server_release_label(ug_server *srv, const char *label);
+
 /** Ask the server to shut down. Any thread, and async-signal-safe: it only stores to atomics
  *  and writes to an eventfd. opts may be NULL (defaults). The first call decides the delay and
  *  timeout; later calls are harmless, except that one with immediate set forces an
@@ -436,6 +450,107 @@ int ug_server_shutdown(ug_server *srv, const ug_shutdown_opts *opts);
 
 /** The gate state. Any thread. */
 ug_gate_state ug_server_state(const ug_server *srv);
+
+/* ------------------------------------------------------------------------------------------
+ * Hooks: connection states and request completions. Each costs a test of a count when none
+ * is registered. Register before ug_server_run (any thread before it, not after); they run
+ * on the loop thread of the connection, in registration order, and must not block.
+ * ---------------------------------------------------------------------------------------- */
+
+/** A connection's state, as Go's net/http ConnState has it. */
+typedef enum ug_conn_state {
+    UG_CS_NEW = 0, /**< accepted, no request byte yet */
+    UG_CS_ACTIVE,  /**< a request's first byte arrived (from NEW or IDLE) */
+    UG_CS_IDLE,    /**< every request answered, waiting for the next one (keep-alive), or
+                        lingering idle through a drain */
+    UG_CS_CLOSED,  /**< closed; its id is not reported again */
+} ug_conn_state;
+
+/** What a connection-state hook is told. Valid during the call only. */
+typedef struct ug_conn_info {
+    uint64_t conn_id;    /**< unique among this server's connections until its loop has
+                              reused the same slot 2^32 times */
+    unsigned loop;       /**< the loop that owns it */
+    uint32_t slot;       /**< its slot in that loop: below ug_server_conn_slots(), reused
+                              after CLOSED (an index for per-connection tables) */
+    ug_conn_state state; /**< the state it entered */
+    const void *peer;    /**< UG_CS_NEW only: the client's address, a struct sockaddr of
+                              peer_len bytes (NULL if the kernel would not say); else NULL */
+    uint32_t peer_len;
+    uint64_t requests;  /**< requests dispatched on it so far */
+    uint64_t bytes_in;  /**< bytes received from the client so far */
+    uint64_t bytes_out; /**< bytes sent to it so far */
+} ug_conn_info;
+
+typedef void (*ug_conn_state_fn)(ug_server *srv, const ug_conn_info *info, void *user);
+
+/** Register a connection-state hook. With one registered, the server asks the kernel for
+ *  each new connection's peer address (one getpeername(2) per connection). Returns 0,
+ *  -EINVAL, -ENOMEM, or -EBUSY once the server runs. */
+int ug_server_on_conn_state(ug_server *srv, ug_conn_state_fn fn, void *user);
+
+/** How a request ended. */
+typedef enum ug_request_end {
+    UG_END_ANSWERED = 0, /**< its response was complete (the handler's, or the core's 404,
+                              405 or 500) */
+    UG_END_REJECTED,     /**< the parser refused it (400, 408, 413, 414, 431, 501, 505) */
+    UG_END_SHED,         /**< answered 503 past max_inflight */
+    UG_END_TIMED_OUT,    /**< answered 503 at handler_timeout_ms */
+    UG_END_CANCELLED,    /**< never answered: the drain deadline, the server stopping or
+                              failing (cancel_reason says which) */
+    UG_END_CLIENT_GONE,  /**< never answered (or cut mid-stream): the client closed, reset,
+                              or stopped reading past write_timeout_ms */
+} ug_request_end;
+
+/** What a completion hook is told. Valid during the call only. */
+typedef struct ug_completion {
+    uint64_t request_id; /**< ug_req_id(), or 0 for a request the parser refused */
+    uint64_t conn_id;    /**< as in ug_conn_info */
+    unsigned loop;
+    uint32_t slot;
+    ug_request_end how;
+    ug_cancel_reason cancel_reason; /**< UG_END_CANCELLED and UG_END_CLIENT_GONE: why */
+    int status;                     /**< the response's status, 0 if none was started */
+    uint64_t bytes_in;              /**< the request's bytes parsed (head and body) */
+    uint64_t bytes_out;             /**< the response's bytes queued (head and body) */
+    uint64_t duration_ns; /**< from the server starting to read the request (its first byte;
+                               for a pipelined request, the answer to the one before it) to
+                               the response's last byte queued for sending, or to the end */
+} ug_completion;
+
+/** A completion hook: called once per request the server parsed (or refused), when it ends
+ *  (see how); a request whose head was still arriving when its connection ended is not
+ *  reported. req is the request (method, target, headers readable; for UG_END_REJECTED
+ *  only what was parsed before the error, possibly nothing), valid during the call only; it
+ *  must not be answered here. */
+typedef void (*ug_completion_fn)(const ug_request *req, const ug_completion *info, void *user);
+
+/** Register a completion hook. Returns 0, -EINVAL, -ENOMEM, or -EBUSY once the server runs. */
+int ug_server_on_complete(ug_server *srv, ug_completion_fn fn, void *user);
+
+/** Connection slots per loop (the bound of ug_conn_info.slot). Any thread. */
+uint32_t ug_server_conn_slots(const ug_server *srv);
+
+/* ------------------------------------------------------------------------------------------
+ * Access log (built on the completion and connection-state hooks)
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct ug_access_log ug_access_log;
+
+/** Log every request of srv to fd in the Combined Log Format, with the duration in seconds
+ *  appended: 127.0.0.1 - - [01/Dec/2026:16:50:00 +0000] "GET / HTTP/1.1" 200 13 "-" "curl"
+ *  0.000 (times in UTC). Lines are formatted on the loops into per-loop buffers and written
+ *  by a thread of the log's own: the loops never wait for fd. They are written at least once
+ *  a second, and when a loop's buffer fills; if the writer falls a whole buffer behind, lines
+ *  are dropped and counted (ug_access_log_dropped). Create before ug_server_run (it
+ *  registers hooks); any thread. fd stays the caller's. Returns 0, -EINVAL, -ENOMEM, -EBUSY
+ *  (the server runs), or the error of starting the thread. */
+int ug_access_log_create(ug_access_log **out, ug_server *srv, int fd);
+/** Lines dropped so far. Any thread. */
+uint64_t ug_access_log_dropped(const ug_access_log *log);
+/** Write what is buffered, stop the writer and free the log. After ug_server_run has
+ *  returned and before ug_server_free. Returns 0, or the first write error (-errno). */
+int ug_access_log_free(ug_access_log *log);
 
 /* ------------------------------------------------------------------------------------------
  * Counters
@@ -450,7 +565,7 @@ ug_gate_state ug_server_state(const ug_server *srv);
     X(conns_accepted, COUNTER, connections_accepted, "Connections accepted.")                      \
     X(conns_closed, COUNTER, connections_closed, "Connections closed.")                            \
     X(conns_open, GAUGE, connections_open, "Connections open now, on every loop.")                 \
-    X(requests, COUNTER, requests,                                                                 \
+    X(requests, COUNTER, requests_read,                                                            \
       "Requests parsed and dispatched, or answered with an error by the parser.")                  \
     X(bad_requests, COUNTER, bad_requests,                                                         \
       "Requests answered 400, 413, 414, 431, 501 or 505 by the parser.")                           \
@@ -516,6 +631,17 @@ int ug_server_loop_stats(const ug_server *srv, unsigned loop, ug_stats *out);
  *  most cap bytes to buf, NUL-terminated; returns the length without the NUL, or -ENOSPC if
  *  cap is too small (8 KiB is enough), -EINVAL for a NULL argument. */
 int ug_server_metrics(const ug_server *srv, char *buf, size_t cap);
+
+/** A live view of the server as JSON: {"gate": {...}, "loops": [...], "connections": [...]}
+ *  with the gate's state, the drain's progress and what it waits for (connections by
+ *  state, holds by label, time to the deadline), and one entry per connection (id, loop,
+ *  peer, state, age, idle time, bytes, requests, and the request in progress if any). Each
+ *  loop writes its own part on its own thread (a post), so the view of one loop is
+ *  consistent; the call waits for each loop in turn, at most timeout_ms in all (0: 1000).
+ *  Any thread but the server's loops' (-EDEADLK). Returns the length written to buf
+ *  (NUL-terminated), -ENOSPC if cap is too small (about 300 bytes per connection), -ETIMEDOUT
+ *  if a loop did not answer in time, -ENOMEM, -EINVAL. */
+int ug_server_debug_json(ug_server *srv, char *buf, size_t cap, uint32_t timeout_ms);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
 /* Connection state machine: read → parse → dispatch → write → keep-alive or close.
  *
- * An idle keep-alive connection owns only its slot (struct ug__conn, 40 bytes) and an armed
+ * An idle keep-alive connection owns only its slot (struct ug__conn, 80 bytes) and an armed
  * multishot recv: no buffer. A request context (struct ug_request: input, parser, output) is
  * taken from a recycler when bytes arrive and given back when the connection is idle again
  * (request.c).
@@ -48,6 +48,53 @@ static ug__conn *slot_alloc(ug__loop *lp) {
     c->tq_prev = c->tq_next = UG_NONE;
     c->ctx = NULL;
     return c;
+}
+
+/* ---------------------------------------------------------------- views ---- */
+
+static void fire_conn_hooks(ug__loop *lp, ug__conn *c, ug_conn_state st) {
+    ug_server *srv = lp->srv;
+    struct sockaddr_storage peer;
+    ug_conn_info info = {
+        .conn_id = ug__conn_id(lp, c),
+        .loop = lp->index,
+        .slot = ug__conn_idx(lp, c),
+        .state = st,
+        .requests = c->requests,
+        .bytes_in = c->bytes_in,
+        .bytes_out = c->bytes_out,
+    };
+    if (st == UG_CS_NEW) {
+        uint32_t len = sizeof peer;
+        if (ug__sock_peer(c->fd, &peer, &len) == 0) {
+            info.peer = &peer;
+            info.peer_len = len;
+        }
+    }
+    for (size_t i = 0; i < srv->nconn_hooks; i++)
+        srv->conn_hooks[i].fn(srv, &info, srv->conn_hooks[i].user);
+}
+
+/* The hook's states are coarser than the views: NEW, then ACTIVE whenever a request starts
+ * from NEW or idle, IDLE when every request is answered (or the connection idles through a
+ * drain's linger), CLOSED at the end. */
+void ug__conn_view(ug__loop *lp, ug__conn *c, enum ug__view v) {
+    enum ug__view old = (enum ug__view)c->view;
+    if (old == v) return;
+    if (old != UG_VIEW_NONE) UG_GAUGE_ADD(lp->views[old], (uint32_t)-1);
+    if (v != UG_VIEW_NONE) UG_GAUGE_ADD(lp->views[v], 1u);
+    c->view = (uint8_t)v;
+    if (!lp->srv->nconn_hooks) return;
+    int was_waiting = old == UG_VIEW_NEW || old == UG_VIEW_IDLE || old == UG_VIEW_LINGER;
+    if (v == UG_VIEW_NEW)
+        fire_conn_hooks(lp, c, UG_CS_NEW);
+    else if (v == UG_VIEW_READING && was_waiting)
+        fire_conn_hooks(lp, c, UG_CS_ACTIVE);
+    else if ((v == UG_VIEW_IDLE || (v == UG_VIEW_LINGER && c->state == UG_CONN_OPEN)) &&
+             old != UG_VIEW_IDLE && old != UG_VIEW_LINGER)
+        fire_conn_hooks(lp, c, UG_CS_IDLE);
+    else if (v == UG_VIEW_NONE)
+        fire_conn_hooks(lp, c, UG_CS_CLOSED);
 }
 
 static void free_slot(ug__loop *lp, ug__conn *c) {
@@ -130,10 +177,11 @@ static void try_finalize(ug__loop *lp, ug__conn *c) {
         ug__loop_wake(lp->srv->loops[0]);
     if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING) {
         if (lp->phase == UG_LOOP_FORCED)
-            lp->report.conns_forced++;
+            UG_GAUGE_ADD(lp->report.conns_forced, 1);
         else
-            lp->report.conns_drained++;
+            UG_GAUGE_ADD(lp->report.conns_drained, 1);
     }
+    ug__conn_view(lp, c, UG_VIEW_NONE);
     free_slot(lp, c);
 }
 
@@ -143,6 +191,7 @@ void ug__conn_close(ug__loop *lp, ug__conn *c, int error) {
     if (error) c->flags |= UG_CF_ERROR;
     c->state = UG_CONN_CLOSING;
     ug__tq_set(lp, c, UG_TQ_NONE);
+    ug__conn_view(lp, c, UG_VIEW_CLOSING);
     int failed = 0;
     if (c->flags & UG_CF_RECV_ARMED)
         failed |= lp->be_ops->cancel(lp->be, ug__conn_ud(lp, c, UG_OP_RECV)) != 0;
@@ -205,6 +254,7 @@ static void settle(ug__loop *lp, ug__conn *c) {
     if (ctx && ug__request_live(ctx)) {
         /* Waiting for the handler; a stream in progress is bounded by the write timeout. */
         ug__tq_set(lp, c, ctx->rstate == UG_RS_DEFERRED ? UG_TQ_HANDLER : UG_TQ_NONE);
+        ug__conn_view(lp, c, UG_VIEW_HANDLER);
         return;
     }
     if (ctx && ctx->in.len > ctx->in_off) {
@@ -243,6 +293,17 @@ static void count_limit(ug__loop *lp, const ug__http_req *h) {
     }
 }
 
+/* The parser (or the header or body timeout) refused the request in progress. */
+static void rejected(ug__loop *lp, ug__conn *c, int status) {
+    struct ug_request *ctx = c->ctx;
+    if (ug__resp_error(ctx, status) == 0) {
+        ug__request_done(lp, ctx, UG_END_REJECTED, 0);
+        return;
+    }
+    c->flags |= UG_CF_FAILED;
+    ug__request_done(lp, ctx, UG_END_CANCELLED, UG_CANCEL_SERVER_ERROR);
+}
+
 /* Parse and dispatch every complete request in the buffer, in order, until one is deferred
  * or the input runs out. Responses accumulate in the output buffer. */
 static void process(ug__loop *lp, ug__conn *c) {
@@ -262,6 +323,8 @@ static void process(ug__loop *lp, ug__conn *c) {
             ug__http_req_init(&ctx->http, lp->limits, ctx->headers);
             ctx->parsing = 1;
             ctx->continue_sent = 0;
+            ctx->status = 0;
+            ctx->t_start_ns = lp->now_ns;
         }
         char *base = ctx->in.p + ctx->in_off;
         int r = ug__http_parse(&ctx->http, base, avail);
@@ -283,7 +346,7 @@ static void process(ug__loop *lp, ug__conn *c) {
              * (414, 431, a bad field) is still answered without a body (RFC 9110 9.3.2). */
             ctx->head = (ctx->http.flags & UG_HTTP_HEAD) != 0 || ug__http_starts_head(base, avail);
             ctx->keep_alive = 0;
-            if (ug__resp_error(ctx, ctx->http.error_status)) c->flags |= UG_CF_FAILED;
+            rejected(lp, c, ctx->http.error_status);
             ctx->parsing = 0;
             ctx->in_off = ctx->in.len;
             break;
@@ -353,8 +416,13 @@ void ug__conn_accepted(ug__loop *lp, int fd) {
         return;
     }
     c->fd = fd;
+    c->t_open_ms = c->t_active_ms = lp->now_ms;
+    c->bytes_in = c->bytes_out = 0;
+    c->requests = 0;
+    c->view = UG_VIEW_NONE;
     set_conns(lp, lp->conns_open + 1);
     UG_STAT_INC(lp, conns_accepted);
+    ug__conn_view(lp, c, UG_VIEW_NEW);
     if (lp->phase == UG_LOOP_FORCED) { /* nothing is armed yet: finalized (and counted as */
         c->state = UG_CONN_CLOSING;    /* forced) at once */
         try_finalize(lp, c);
@@ -374,6 +442,8 @@ void ug__conn_on_recv(ug__loop *lp, ug__conn *c, const ug__completion *cq) {
     if (!more) c->flags &= (uint16_t)~UG_CF_RECV_ARMED;
     if (cq->res > 0) {
         int keep = 0;
+        c->bytes_in += (uint64_t)cq->res;
+        c->t_active_ms = lp->now_ms;
         if (c->state == UG_CONN_OPEN) {
             if (!c->ctx && !(c->ctx = ug__ctx_get(lp))) {
                 lp->be_ops->recv_release(lp->be, cq->buf_id);
@@ -401,6 +471,8 @@ void ug__conn_on_recv(ug__loop *lp, ug__conn *c, const ug__completion *cq) {
             /* Bytes of a new request: the idle wait (or the drain linger) is over, even if
              * the deadline passes before this batch is flushed. */
             if (c->tq == UG_TQ_IDLE || c->tq == UG_TQ_LINGER) ug__tq_set(lp, c, UG_TQ_HEADER);
+            if (c->view == UG_VIEW_NEW || c->view == UG_VIEW_IDLE || c->view == UG_VIEW_LINGER)
+                ug__conn_view(lp, c, UG_VIEW_READING); /* also with the timeouts disabled */
             if (!more && !(c->flags & UG_CF_RECV_PAUSED)) {
                 if (arm_recv(lp, c) == 0)
                     UG_STAT_INC(lp, recv_rearms);
@@ -491,6 +563,8 @@ void ug__conn_on_send(ug__loop *lp, ug__conn *c, const ug__completion *cq) {
     }
     ug__buf *ob = &ctx->out[ctx->sending];
     ctx->sent += (uint32_t)cq->res;
+    c->bytes_out += (uint64_t)cq->res;
+    c->t_active_ms = lp->now_ms;
     if (ctx->sent < ob->len) { /* short write: send the rest */
         ug__tq_set(lp, c, UG_TQ_NONE);
         if (start_send(lp, c, ctx->sending)) conn_failed(lp, c);
@@ -528,7 +602,7 @@ void ug__conn_timeout(ug__loop *lp, ug__conn *c, enum ug__tq q) {
             ctx->parsing = 0;
             ctx->in_off = ctx->in.len;
             UG_STAT_INC(lp, requests);
-            if (ug__resp_error(ctx, 408)) c->flags |= UG_CF_FAILED;
+            rejected(lp, c, 408);
             ug__mark_dirty(lp, c);
         } else {
             begin_linger(lp, c);

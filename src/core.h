@@ -124,16 +124,39 @@ enum ug__tq {
     UG_TQ_COUNT,
 };
 
+/* What a connection is doing, as the metrics (ugate_connections{state}), the live dump and
+ * the connection-state hook see it: set where the connection changes timeout queue (tq.c),
+ * and where it starts reading, streams or closes (conn.c). */
+enum ug__view {
+    UG_VIEW_NONE = 0, /* a free slot */
+    UG_VIEW_NEW,      /* accepted, no byte yet */
+    UG_VIEW_READING,  /* a request's head or body arriving */
+    UG_VIEW_HANDLER,  /* a request deferred by its handler, or streaming */
+    UG_VIEW_WRITING,  /* a send in flight */
+    UG_VIEW_IDLE,     /* keep-alive, between requests */
+    UG_VIEW_LINGER,   /* closing politely: our FIN sent, reading until the client's; or idle
+                         through a drain */
+    UG_VIEW_CLOSING,  /* waiting for its last completions */
+    UG_VIEW_COUNT,
+};
+#define UG__VIEW_NAMES                                                                             \
+    { "", "new", "reading", "handler", "writing", "idle", "lingering", "closing" }
+
 typedef struct ug__conn {
     int fd;
     uint32_t gen;
     uint8_t state; /* ug__conn_state */
     uint8_t tq;    /* ug__tq */
+    uint8_t view;  /* ug__view */
     uint16_t flags;
     uint32_t tq_prev, tq_next; /* slot indices, UG_NONE at the ends */
     uint32_t dirty_next;       /* next on the dirty list */
+    uint32_t requests;         /* dispatched on it */
     uint64_t deadline_ms;
     struct ug_request *ctx; /* NULL while idle: no buffer is held */
+    /* For the live dump and the hooks: plain fields of the loop's, read on its thread. */
+    uint64_t t_open_ms, t_active_ms; /* accepted; last byte received or sent */
+    uint64_t bytes_in, bytes_out;
 } ug__conn;
 
 /* ---------------------------------------------------------------- requests ----
@@ -162,6 +185,9 @@ struct ug_request {
     uint8_t continue_sent;
     uint8_t inflight;       /* counted in the loop's inflight */
     uint64_t t_dispatch_ms; /* loop clock when dispatched: its age in the forced-request log */
+    uint64_t t_start_ns;    /* loop clock when the server started reading it (the histogram) */
+    uint64_t resp_base;     /* the connection's bytes queued when its response began */
+    uint8_t end_how;        /* ug_request_end of the core's own answers (shed, timed out) */
 
     ug__buf out[2]; /* output; out[sending] is in flight, the other takes appends */
     int8_t sending; /* index in flight, or -1 */
@@ -208,6 +234,23 @@ typedef struct ug__hook {
     ug_shutdown_hook_fn fn;
     void *user;
 } ug__hook;
+
+typedef struct ug__conn_hook {
+    ug_conn_state_fn fn;
+    void *user;
+} ug__conn_hook;
+
+typedef struct ug__done_hook {
+    ug_completion_fn fn;
+    void *user;
+} ug__done_hook;
+
+/* Holds with a label (ug_server_hold_label), under the mutex: what the dump lists and the
+ * deadline logs. The count in ug__gate.holds includes them. */
+typedef struct ug__hold_label {
+    char name[UG_HOLD_LABEL_MAX + 1];
+    uint32_t count;
+} ug__hold_label;
 
 typedef struct ug__post {
     struct ug__post *next;
@@ -267,6 +310,10 @@ typedef struct ug__gate {
     int seen_req;                 /* loop 0: the request last acted on */
     ug__timer lame_duck_timer;    /* loop 0, reserved */
     uint64_t t_lame_duck_ms, t_close_ms;
+    _Atomic uint64_t close_ns, end_ns; /* the close point, the drain's end: for the metrics */
+    _Atomic uint64_t conns_at_close;
+    pthread_mutex_t labels_mu; /* guards labels, and holds against the drop (drop_holds) */
+    ug__hold_label labels[UG_HOLD_LABELS_MAX];
 } ug__gate;
 
 /* ---------------------------------------------------------------- counters ----
@@ -277,6 +324,23 @@ _Static_assert(sizeof(ug_stats) % sizeof(uint64_t) == 0, "ug_stats holds only ui
 #define UG_STAT_ADD(lp, field, n)                                                                  \
     __atomic_store_n(&(lp)->stats.field, (lp)->stats.field + (n), __ATOMIC_RELAXED)
 #define UG_STAT_INC(lp, field) UG_STAT_ADD(lp, field, 1)
+/* The same for any counter or gauge of the loop's that other threads read. */
+#define UG_GAUGE_SET(lv, v) __atomic_store_n(&(lv), (v), __ATOMIC_RELAXED)
+#define UG_GAUGE_ADD(lv, n) UG_GAUGE_SET(lv, (lv) + (n))
+#define UG_GAUGE_GET(lv) __atomic_load_n(&(lv), __ATOMIC_RELAXED)
+
+/* Responses by status code: one counter per code the server can send. */
+#define UG__STATUS_MIN 100
+#define UG__STATUS_MAX 599
+/* ugate_request_duration_seconds: the upper bounds of its buckets, in seconds (the last,
+ * +Inf, is implied). Finer than Prometheus's defaults at the low end: most requests here
+ * take microseconds. */
+#define UG__DURATION_BUCKETS                                                                       \
+    {                                                                                              \
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,  \
+            5, 10                                                                                  \
+    }
+#define UG__DURATION_NBUCKETS 16
 
 /* What a loop contributes to the report (summed when the run ends). */
 typedef struct ug__loop_report {
@@ -353,8 +417,14 @@ struct ug__loop {
     ug__inbox inbox;
     _Atomic(ug__post *) posts;
 
-    ug__loop_report report;
+    ug__loop_report report; /* relaxed stores: read by the metrics */
     ug_stats stats;
+    /* more counters and gauges for the metrics (relaxed stores, read by any thread) */
+    uint32_t views[UG_VIEW_COUNT];      /* connections by ug__view */
+    uint64_t t_oldest_deferred_ms;      /* dispatch time of the oldest deferred request, 0 */
+    uint64_t codes[UG__STATUS_MAX + 1]; /* responses by status code */
+    uint64_t duration_counts[UG__DURATION_NBUCKETS + 1]; /* per bucket, not cumulative */
+    uint64_t duration_sum_ns;
 };
 
 /* ---------------------------------------------------------------- the server ---- */
@@ -366,6 +436,10 @@ struct ug_server {
     ug__router router;
     ug__hook *hooks;
     size_t nhooks;
+    ug__conn_hook *conn_hooks;
+    size_t nconn_hooks;
+    ug__done_hook *done_hooks;
+    size_t ndone_hooks;
     int running;
 
     ug__listener listener;
@@ -378,6 +452,15 @@ struct ug_server {
 
 /* ---------------------------------------------------------------- by file ---- */
 
+/* metrics.c: text into a caller's buffer, NUL-terminated; overflow is sticky (nothing more
+ * is written once a piece did not fit). */
+typedef struct ug__text {
+    char *p;
+    size_t cap, len;
+    int overflow;
+} ug__text;
+void ug__text_put(ug__text *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* config.c: the defaults, resolved and checked; -EINVAL if cfg is not acceptable. The slots
  * each loop reserves. */
 int ug__config_resolve(const ug_config *in, ug_config *out);
@@ -385,6 +468,9 @@ uint32_t ug__config_slots(const ug_config *cfg);
 
 /* server.c */
 int ug__server_create_ops(ug_server **out, const ug_config *cfg, const ug__backend_ops *ops);
+/* Remove the connection-state and completion hooks registered with user (not while the
+ * server runs). */
+void ug__server_unhook(ug_server *srv, const void *user);
 void ug__log(const ug_server *srv, ug_log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -392,8 +478,9 @@ void ug__log(const ug_server *srv, ug_log_level lvl, const char *fmt, ...)
 int ug__loop_create(ug_server *srv, uint32_t index, const ug__backend_ops *ops, ug__loop **out);
 void ug__loop_destroy(ug__loop *lp);
 uint32_t ug__loop_close_inbox(ug__loop *lp); /* after the run: the connections never taken */
-int ug__loop_run(ug__loop *lp);   /* until the loop has drained; 0 or the backend's -errno */
-void ug__loop_wake(ug__loop *lp); /* any thread, async-signal-safe */
+int ug__loop_run(ug__loop *lp); /* until the loop has drained; 0 or the backend's -errno */
+extern _Thread_local const ug_server *ug__loop_thread_server; /* the server whose loop runs here */
+void ug__loop_wake(ug__loop *lp);                             /* any thread, async-signal-safe */
 void ug__mark_dirty(ug__loop *lp, ug__conn *c);
 /* Hand fd to lp (from loop 0): 0, or -EAGAIN when its inbox is full. */
 int ug__loop_hand(ug__loop *lp, int fd);
@@ -466,8 +553,13 @@ void ug__conn_flush(ug__loop *lp, ug__conn *c); /* parse pending input, send out
 void ug__conn_timeout(ug__loop *lp, ug__conn *c, enum ug__tq q);
 void ug__conn_close(ug__loop *lp, ug__conn *c, int error);
 void ug__conn_abort(ug__loop *lp, ug__conn *c, ug_cancel_reason why);
-void ug__conn_drain(ug__loop *lp, ug__conn *c);             /* gate closed: finish and close */
-void ug__conn_free_all(ug__loop *lp, ug_cancel_reason why); /* ug_server_free */
+void ug__conn_drain(ug__loop *lp, ug__conn *c);                 /* gate closed: finish and close */
+void ug__conn_free_all(ug__loop *lp, ug_cancel_reason why);     /* ug_server_free */
+void ug__conn_view(ug__loop *lp, ug__conn *c, enum ug__view v); /* the gauges and the hook */
+static inline uint64_t ug__conn_id(const ug__loop *lp, const ug__conn *c) {
+    return ((uint64_t)c->gen << 32) | ((uint64_t)lp->index << UG_ID_LOOP_SHIFT) |
+           ug__conn_idx(lp, c);
+}
 
 /* request.c */
 struct ug_request *ug__ctx_get(ug__loop *lp);
@@ -479,6 +571,9 @@ void ug__request_finish(ug__loop *lp, struct ug_request *ctx); /* answered: cons
 void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason why);
 void ug__request_answered(struct ug_request *req);
 void ug__request_timed_out(ug__loop *lp, struct ug_request *ctx); /* handler timeout: 503 */
+/* The request ended (how): the duration histogram, then the completion hooks. */
+void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
+                      ug_cancel_reason why);
 
 /* router.c */
 int ug__router_add(ug__router *rt, const char *method, const char *path, unsigned flags,
@@ -499,5 +594,7 @@ int ug__sock_set_nodelay(int fd);
 int ug__sock_accept_nb(int lfd); /* accept4 non-blocking: fd, -EAGAIN, or -errno */
 int ug__sock_drop_syn(int lfd);  /* attach the SYN-dropping filter used while closing */
 int ug__sock_port(int fd, uint16_t *port);
+struct sockaddr_storage;
+int ug__sock_peer(int fd, struct sockaddr_storage *ss, uint32_t *len); /* getpeername */
 
 #endif

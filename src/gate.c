@@ -51,7 +51,9 @@ __attribute__((noinline)) static void gate_close(ug__loop *lp0, uint32_t timeout
         srv->report.lame_duck_us = (lp0->now_ms - g->t_lame_duck_ms) * 1000u;
     ug__timer_stop(&lp0->timers, &g->lame_duck_timer);
     g->t_close_ms = lp0->now_ms;
+    atomic_store_explicit(&g->close_ns, lp0->now_ns, memory_order_relaxed);
     srv->report.conns_at_close = ug__server_load(srv);
+    atomic_store_explicit(&g->conns_at_close, srv->report.conns_at_close, memory_order_relaxed);
     ug__log(srv, UG_LOG_INFO, "gate closing: %llu connection(s) open, deadline %u ms",
             (unsigned long long)srv->report.conns_at_close, timeout_ms);
     /* The deadline and the forcing are set before DRAINING is published: a loop that sees
@@ -88,6 +90,9 @@ int ug__gate_init(ug_server *srv) {
     atomic_init(&g->deadline_ns, 0);
     atomic_init(&g->forcing, UG_FORCE_NONE);
     atomic_init(&g->holds, 0u);
+    atomic_init(&g->close_ns, 0);
+    atomic_init(&g->end_ns, 0);
+    atomic_init(&g->conns_at_close, 0);
     return ug__timer_init_reserved(&loop0(srv)->timers, &g->lame_duck_timer, lame_duck_over);
 }
 
@@ -166,9 +171,24 @@ ug_gate_state ug_server_state(const ug_server *srv) {
  * non-zero count, so only it writes holds_forced (read after the joins). */
 static void drop_holds(ug__loop *lp) {
     ug_server *srv = lp->srv;
-    uint32_t h = atomic_exchange(&srv->gate.holds, UG_HOLDS_DROPPED);
-    if (h & ~UG_HOLDS_DROPPED) {
-        srv->report.holds_forced += h & ~UG_HOLDS_DROPPED;
+    ug__gate *g = &srv->gate;
+    /* Under the labels' mutex: a labelled hold is counted and labelled in one step. */
+    pthread_mutex_lock(&g->labels_mu);
+    uint32_t h = atomic_exchange(&g->holds, UG_HOLDS_DROPPED) & ~UG_HOLDS_DROPPED;
+    uint32_t labelled = 0;
+    for (unsigned i = 0; i < UG_HOLD_LABELS_MAX; i++) {
+        ug__hold_label *l = &g->labels[i];
+        if (!l->count) continue;
+        ug__log(srv, UG_LOG_WARN, "drain deadline: dropped hold \"%s\" (%u outstanding)", l->name,
+                l->count);
+        labelled += l->count;
+        l->count = 0;
+    }
+    pthread_mutex_unlock(&g->labels_mu);
+    if (h > labelled)
+        ug__log(srv, UG_LOG_WARN, "drain deadline: dropped %u unlabelled hold(s)", h - labelled);
+    if (h) {
+        UG_GAUGE_ADD(srv->report.holds_forced, h);
         lp->forced = 1;
         ug__gate_wake_all(srv); /* loops waiting only for the holds may end */
     }
@@ -329,4 +349,38 @@ int ug_server_release(ug_server *srv) {
     } while (!atomic_compare_exchange_weak(&srv->gate.holds, &cur, cur - 1));
     if (cur == 1) ug__gate_wake_all(srv); /* the last one: loops waiting for it may end */
     return 0;
+}
+
+static ug__hold_label *find_label(ug__gate *g, const char *name) {
+    for (unsigned i = 0; i < UG_HOLD_LABELS_MAX; i++)
+        if (g->labels[i].count && !strncmp(g->labels[i].name, name, UG_HOLD_LABEL_MAX))
+            return &g->labels[i];
+    return NULL;
+}
+
+int ug_server_hold_label(ug_server *srv, const char *label) {
+    if (!srv || !label || !*label) return -EINVAL;
+    ug__gate *g = &srv->gate;
+    pthread_mutex_lock(&g->labels_mu);
+    ug__hold_label *l = find_label(g, label);
+    for (unsigned i = 0; !l && i < UG_HOLD_LABELS_MAX; i++)
+        if (!g->labels[i].count) l = &g->labels[i];
+    int rc = l ? ug_server_hold(srv) : -ENOSPC;
+    if (rc == 0) {
+        if (!l->count) snprintf(l->name, sizeof l->name, "%s", label);
+        l->count++;
+    }
+    pthread_mutex_unlock(&g->labels_mu);
+    return rc;
+}
+
+int ug_server_release_label(ug_server *srv, const char *label) {
+    if (!srv || !label) return -EINVAL;
+    ug__gate *g = &srv->gate;
+    pthread_mutex_lock(&g->labels_mu);
+    ug__hold_label *l = find_label(g, label);
+    int rc = l ? ug_server_release(srv) : -EINVAL;
+    if (rc == 0) l->count--;
+    pthread_mutex_unlock(&g->labels_mu);
+    return rc;
 }

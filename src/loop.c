@@ -260,8 +260,11 @@ static void on_completion(void *arg, const ug__completion *cq) {
 
 /* ---------------------------------------------------------------- run ---- */
 
+_Thread_local const ug_server *ug__loop_thread_server;
+
 int ug__loop_run(ug__loop *lp) {
     int rc = 0;
+    ug__loop_thread_server = lp->srv;
     update_time(lp);
     if (lp->index == 0 && (rc = ug__listener_start(lp)) < 0) {
         ug__log(lp->srv, UG_LOG_ERROR, "cannot arm the accept: %s", strerror(-rc));
@@ -304,5 +307,6 @@ int ug__loop_run(ug__loop *lp) {
     while (!run_posts(lp, 1)) { /* a failed loop still runs what was posted to it */
     }
     if (lp->deadline_armed) lp->be_ops->timer_cancel(lp->be, UG_UD(UG_OP_DEADLINE, 0, 0));
+    ug__loop_thread_server = NULL;
     return rc;
 }

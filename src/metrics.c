@@ -1,18 +1,15 @@
 /* The Prometheus text exposition (format 0.0.4) of the server's counters: generated from
- * UG_STATS_FIELDS, summed over the loops while they run. */
+ * UG_STATS_FIELDS and the loops' own tables, summed over the loops while they run. */
 #include "core.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
-typedef struct metrics_out {
-    char *p;
-    size_t cap, len;
-    int overflow;
-} metrics_out;
+typedef ug__text metrics_out;
+#define put ug__text_put
 
-__attribute__((format(printf, 2, 3))) static void put(metrics_out *o, const char *fmt, ...) {
+void ug__text_put(ug__text *o, const char *fmt, ...) {
     if (o->overflow) return;
     va_list ap;
     va_start(ap, fmt);
@@ -34,6 +31,110 @@ static void family(metrics_out *o, const char *name, const char *type, const cha
 #define TYPE_GAUGE "gauge"
 #define SUFFIX_COUNTER "_total"
 #define SUFFIX_GAUGE ""
+
+static const double duration_bounds[UG__DURATION_NBUCKETS] = UG__DURATION_BUCKETS;
+static const char *const view_names[UG_VIEW_COUNT] = UG__VIEW_NAMES;
+
+static double seconds(uint64_t ns) {
+    return (double)ns / 1e9;
+}
+
+/* What the loops count beyond ug_stats: by code, by connection state, the histogram, the
+ * oldest deferred request. Each value is one loop's relaxed load, summed. */
+static void loop_metrics(const ug_server *srv, metrics_out *o) {
+    family(o, "requests_total", "counter",
+           "Responses by status code (counted when the response head is queued).");
+    for (int code = UG__STATUS_MIN; code <= UG__STATUS_MAX; code++) {
+        uint64_t n = 0;
+        for (uint32_t i = 0; i < srv->nloops; i++) n += UG_GAUGE_GET(srv->loops[i]->codes[code]);
+        if (n) put(o, "ugate_requests_total{code=\"%d\"} %llu\n", code, (unsigned long long)n);
+    }
+    family(o, "connections", "gauge", "Connections open now, by what they are doing.");
+    for (int v = UG_VIEW_NONE + 1; v < UG_VIEW_COUNT; v++) {
+        uint64_t n = 0;
+        for (uint32_t i = 0; i < srv->nloops; i++) n += UG_GAUGE_GET(srv->loops[i]->views[v]);
+        put(o, "ugate_connections{state=\"%s\"} %llu\n", view_names[v], (unsigned long long)n);
+    }
+    uint64_t deferred = 0, oldest_ms = 0, sum_ns = 0, count = 0;
+    uint64_t buckets[UG__DURATION_NBUCKETS + 1] = {0};
+    for (uint32_t i = 0; i < srv->nloops; i++) {
+        const ug__loop *lp = srv->loops[i];
+        deferred += UG_GAUGE_GET(lp->views[UG_VIEW_HANDLER]);
+        uint64_t t = UG_GAUGE_GET(lp->t_oldest_deferred_ms);
+        if (t && (!oldest_ms || t < oldest_ms)) oldest_ms = t;
+        for (int b = 0; b <= UG__DURATION_NBUCKETS; b++)
+            buckets[b] += UG_GAUGE_GET(lp->duration_counts[b]);
+        sum_ns += UG_GAUGE_GET(lp->duration_sum_ns);
+    }
+    family(o, "request_duration_seconds", "histogram",
+           "From the server starting to read a request to its response's last byte queued.");
+    for (int b = 0; b <= UG__DURATION_NBUCKETS; b++) {
+        count += buckets[b];
+        if (b < UG__DURATION_NBUCKETS)
+            put(o, "ugate_request_duration_seconds_bucket{le=\"%g\"} %llu\n", duration_bounds[b],
+                (unsigned long long)count);
+        else
+            put(o, "ugate_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                (unsigned long long)count);
+    }
+    put(o, "ugate_request_duration_seconds_sum %.9f\n", seconds(sum_ns));
+    put(o, "ugate_request_duration_seconds_count %llu\n", (unsigned long long)count);
+    family(o, "requests_deferred", "gauge",
+           "Requests deferred by their handler (UG_LATER) or streaming, now.");
+    put(o, "ugate_requests_deferred %llu\n", (unsigned long long)deferred);
+    uint64_t now_ms = ug__clock_ns() / 1000000u;
+    family(o, "oldest_deferred_age_seconds", "gauge",
+           "Age of the oldest request deferred by its handler (0 if none).");
+    put(o, "ugate_oldest_deferred_age_seconds %.3f\n",
+        oldest_ms && now_ms > oldest_ms ? (double)(now_ms - oldest_ms) / 1e3 : 0.0);
+}
+
+/* The drain's figures, once the gate has closed (zero before). */
+static void drain_metrics(const ug_server *srv, metrics_out *o) {
+    const ug__gate *g = &srv->gate;
+    uint32_t holds = atomic_load_explicit(&g->holds, memory_order_relaxed) & ~UG_HOLDS_DROPPED;
+    family(o, "holds", "gauge", "Holds outstanding (ug_server_hold), keeping the drain open.");
+    put(o, "ugate_holds %u\n", holds);
+    uint64_t close_ns = atomic_load_explicit(&g->close_ns, memory_order_relaxed);
+    uint64_t end_ns = atomic_load_explicit(&g->end_ns, memory_order_relaxed);
+    uint64_t now_ns = ug__clock_ns();
+    uint64_t until = end_ns ? end_ns : now_ns;
+    family(o, "drain_seconds", "gauge",
+           "Time since the gate closed, or the drain's length once it has ended (0 before).");
+    put(o, "ugate_drain_seconds %.3f\n",
+        close_ns && until > close_ns ? seconds(until - close_ns) : 0.0);
+    uint64_t deadline_ns = atomic_load_explicit(&g->deadline_ns, memory_order_relaxed);
+    int live = close_ns && !end_ns && !ug__gate_forcing(srv) && deadline_ns > now_ns;
+    family(o, "drain_deadline_seconds", "gauge",
+           "Time left until the drain deadline forces what is still open (0 if none).");
+    put(o, "ugate_drain_deadline_seconds %.3f\n", live ? seconds(deadline_ns - now_ns) : 0.0);
+    family(o, "drain_connections_at_close", "gauge", "Connections open when the gate closed.");
+    put(o, "ugate_drain_connections_at_close %llu\n",
+        (unsigned long long)atomic_load_explicit(&g->conns_at_close, memory_order_relaxed));
+    uint64_t cd = 0, cf = 0, rd = 0, rf = 0;
+    for (uint32_t i = 0; i < srv->nloops; i++) {
+        const ug__loop_report *r = &srv->loops[i]->report;
+        cd += UG_GAUGE_GET(r->conns_drained);
+        cf += UG_GAUGE_GET(r->conns_forced);
+        rd += UG_GAUGE_GET(r->requests_drained);
+        rf += UG_GAUGE_GET(r->requests_forced);
+    }
+    family(o, "drain_connections_drained_total", "counter",
+           "Connections that ended by themselves after the gate closed.");
+    put(o, "ugate_drain_connections_drained_total %llu\n", (unsigned long long)cd);
+    family(o, "drain_connections_forced_total", "counter",
+           "Connections the drain deadline (or an immediate shutdown) closed.");
+    put(o, "ugate_drain_connections_forced_total %llu\n", (unsigned long long)cf);
+    family(o, "drain_requests_drained_total", "counter",
+           "Requests answered after the gate closed.");
+    put(o, "ugate_drain_requests_drained_total %llu\n", (unsigned long long)rd);
+    family(o, "drain_requests_forced_total", "counter",
+           "Requests the drain deadline cancelled unanswered.");
+    put(o, "ugate_drain_requests_forced_total %llu\n", (unsigned long long)rf);
+    family(o, "drain_holds_forced_total", "counter", "Holds the drain deadline dropped.");
+    put(o, "ugate_drain_holds_forced_total %llu\n",
+        (unsigned long long)UG_GAUGE_GET(srv->report.holds_forced));
+}
 
 int ug_server_metrics(const ug_server *srv, char *buf, size_t cap) {
     if (!srv || !buf || !cap) return -EINVAL;
@@ -61,6 +162,8 @@ int ug_server_metrics(const ug_server *srv, char *buf, size_t cap) {
         put(&o, "ugate_gate_state{state=\"%s\"} %d\n", states[i], (ug_gate_state)i == now);
     family(&o, "loops", "gauge", "Event loops (threads) of the server.");
     put(&o, "ugate_loops %u\n", ug_server_loops(srv));
+    loop_metrics(srv, &o);
+    drain_metrics(srv, &o);
     if (o.overflow) {
         buf[0] = '\0';
         return -ENOSPC;

@@ -90,6 +90,9 @@ void ug__ctx_free_all(ug__loop *lp) {
 
 void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason why) {
     if (!ug__request_live(ctx)) return;
+    /* The hooks see the request as it was: its id and its views. */
+    ug__request_done(lp, ctx, why == UG_CANCEL_CLIENT_GONE ? UG_END_CLIENT_GONE : UG_END_CANCELLED,
+                     why);
     ug_cancel_fn fn = ctx->cancel_fn;
     void *user = ctx->cancel_user;
     ctx->cancel_fn = NULL;
@@ -98,7 +101,7 @@ void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason w
     inflight_done(lp, ctx);
     ug__timer_stop(&lp->timers, &ctx->timer);
     if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING && why == UG_CANCEL_DEADLINE)
-        lp->report.requests_forced++;
+        UG_GAUGE_ADD(lp->report.requests_forced, 1);
     if (fn) { /* ug_stats counts the callbacks fired, as the handler timeout does */
         UG_STAT_INC(lp, requests_cancelled);
         fn(ctx, why, user);
@@ -112,6 +115,7 @@ void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason w
  * timeout. */
 static void core_respond(struct ug_request *ctx, int status, const char *body, size_t len) {
     if (ug_resp_send(ctx, status, "text/plain", body, len) == 0) return;
+    ug__request_done(ctx->loop, ctx, UG_END_CANCELLED, UG_CANCEL_SERVER_ERROR);
     ctx->rstate = UG_RS_NONE;
     ctx->id = 0;
     ctx->conn->flags |= UG_CF_FAILED;
@@ -123,6 +127,8 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
     ctx->id = ((uint64_t)lp->req_seq << UG_ID_SEQ_SHIFT) |
               ((uint64_t)lp->index << UG_ID_LOOP_SHIFT) | ug__conn_idx(lp, c);
     ctx->t_dispatch_ms = lp->now_ms;
+    ctx->end_how = UG_END_ANSWERED;
+    c->requests++;
     ctx->head = (ctx->http.flags & UG_HTTP_HEAD) != 0;
     ctx->keep_alive = (ctx->http.flags & UG_HTTP_KEEP_ALIVE) != 0;
     ctx->rstate = UG_RS_HANDLER;
@@ -142,6 +148,7 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
     if (lp->max_inflight != UG_UNLIMITED && lp->inflight >= lp->max_inflight) {
         /* Load shedding: answered at once, cheaply, and the client is told when to retry. */
         UG_STAT_INC(lp, shed);
+        ctx->end_how = UG_END_SHED;
         (void)ug_resp_header(ctx, "Retry-After", "1"); /* a 503 without it is still right */
         core_respond(ctx, 503, LIT_BODY("Service Unavailable\n"));
         return;
@@ -168,7 +175,12 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
         /* A handler that neither answered nor deferred: the client must not hang. */
         UG_STAT_INC(lp, handler_no_response);
         ug__log(lp->srv, UG_LOG_WARN, "handler returned UG_DONE without responding: 500");
-        if (ug__resp_error(ctx, 500)) c->flags |= UG_CF_FAILED;
+        if (ug__resp_error(ctx, 500)) {
+            c->flags |= UG_CF_FAILED;
+            ug__request_done(lp, ctx, UG_END_CANCELLED, UG_CANCEL_SERVER_ERROR);
+        } else {
+            ug__request_done(lp, ctx, UG_END_ANSWERED, 0);
+        }
         ctx->rstate = UG_RS_ANSWERED;
     } else if (ctx->rstate == UG_RS_STREAMING && res == UG_DONE) {
         /* Returned mid-stream without deferring: the body can't be completed. Send what is
@@ -176,6 +188,7 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
         UG_STAT_INC(lp, handler_no_response);
         ug__log(lp->srv, UG_LOG_WARN, "handler returned UG_DONE mid-stream: closing");
         c->flags |= UG_CF_CLOSE_AFTER;
+        ug__request_done(lp, ctx, UG_END_ANSWERED, 0);
         ctx->rstate = UG_RS_ANSWERED;
     }
 }
@@ -190,7 +203,7 @@ void ug__request_finish(ug__loop *lp, struct ug_request *ctx) {
     ctx->cancel_fn = NULL;
     ctx->timer_fn = NULL;
     ug__timer_stop(&lp->timers, &ctx->timer);
-    if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING) lp->report.requests_drained++;
+    if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING) UG_GAUGE_ADD(lp->report.requests_drained, 1);
     if (ctx->parked.len) {
         if (ctx->in_off) {
             memmove(ctx->in.p, ctx->in.p + ctx->in_off, ctx->in.len - ctx->in_off);
@@ -212,6 +225,7 @@ void ug__request_timed_out(ug__loop *lp, struct ug_request *ctx) {
     ctx->cancel_fn = NULL;
     UG_STAT_INC(lp, timeouts_handler);
     ctx->rstate = UG_RS_HANDLER;
+    ctx->end_how = UG_END_TIMED_OUT;
     /* What the handler added with ug_resp_header was meant for its own answer. */
     ctx->resp_hdrs.len = 0;
     ctx->own_hdrs = 0;
@@ -224,7 +238,49 @@ void ug__request_timed_out(ug__loop *lp, struct ug_request *ctx) {
 }
 
 void ug__request_answered(struct ug_request *req) {
+    ug__request_done(req->loop, req, (ug_request_end)req->end_how, 0);
     ug__mark_dirty(req->loop, req->conn);
+}
+
+static const double duration_bounds[UG__DURATION_NBUCKETS] = UG__DURATION_BUCKETS;
+
+/* Bucket bounds in nanoseconds, so an observation is integer compares. */
+static uint64_t bound_ns(unsigned i) {
+    return (uint64_t)(duration_bounds[i] * 1e9 + 0.5);
+}
+
+static void observe(ug__loop *lp, uint64_t ns) {
+    unsigned b = 0;
+    while (b < UG__DURATION_NBUCKETS && ns > bound_ns(b)) b++;
+    UG_GAUGE_ADD(lp->duration_counts[b], 1u);
+    UG_GAUGE_ADD(lp->duration_sum_ns, ns);
+}
+
+void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
+                      ug_cancel_reason why) {
+    uint64_t now = ug__clock_ns();
+    uint64_t ns = now > ctx->t_start_ns ? now - ctx->t_start_ns : 0;
+    int answered = how == UG_END_ANSWERED || how == UG_END_REJECTED || how == UG_END_SHED ||
+                   how == UG_END_TIMED_OUT;
+    if (answered) observe(lp, ns);
+    ug_server *srv = lp->srv;
+    if (!srv->ndone_hooks || srv->running != 1) return; /* none, or ug_server_free */
+    ug__conn *c = ctx->conn;
+    uint64_t queued = c->bytes_out + ctx->out[0].len + ctx->out[1].len - ctx->sent;
+    ug_completion info = {
+        .request_id = ctx->id,
+        .conn_id = ug__conn_id(lp, c),
+        .loop = lp->index,
+        .slot = ug__conn_idx(lp, c),
+        .how = how,
+        .cancel_reason = answered ? (ug_cancel_reason)0 : why,
+        .status = ctx->status,
+        .bytes_in = ctx->http.consumed,
+        .bytes_out = ctx->status ? queued - ctx->resp_base : 0,
+        .duration_ns = ns,
+    };
+    for (size_t i = 0; i < srv->ndone_hooks; i++)
+        srv->done_hooks[i].fn(ctx, &info, srv->done_hooks[i].user);
 }
 
 /* ---------------------------------------------------------------- request API ---- */

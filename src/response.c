@@ -187,6 +187,7 @@ static int put_head(struct ug_request *req, ug__buf *ob, int status, const char 
                     enum framing fr, uint64_t body_len, size_t extra) {
     ug__loop *lp = req->loop;
     size_t ctlen = ctype ? strlen(ctype) : 0;
+    req->resp_base = req->conn->bytes_out + req->out[0].len + req->out[1].len - req->sent;
     if (fr == FRAME_EOF) req->conn->flags |= UG_CF_CLOSE_AFTER;
     int close_it = must_close(req);
     /* A first guess that fits every usual head; if it does not, the pass says exactly what
@@ -206,6 +207,7 @@ static int put_head(struct ug_request *req, ug__buf *ob, int status, const char 
     req->status = (uint16_t)status;
     unsigned cls = (unsigned)status / 100;
     if (cls < 6) UG_STAT_INC(lp, responses[cls]);
+    if (status >= UG__STATUS_MIN && status <= UG__STATUS_MAX) UG_GAUGE_ADD(lp->codes[status], 1u);
     return 0;
 }
 

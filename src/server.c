@@ -71,6 +71,7 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     srv->cfg = cfg;
     srv->nloops = cfg.threads;
     srv->listener.fd = -1;
+    srv->gate.labels_mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     srv->host_copy = ug__strdup(cfg.host);
     srv->server_name_copy = dup_or_null(cfg.server_name);
     srv->cfg.host = srv->host_copy;
@@ -99,6 +100,9 @@ void ug_server_free(ug_server *srv) {
     ug__listener_close_fd(srv);
     ug__router_free(&srv->router);
     free(srv->hooks);
+    free(srv->conn_hooks);
+    free(srv->done_hooks);
+    pthread_mutex_destroy(&srv->gate.labels_mu);
     free(srv->host_copy);
     free(srv->server_name_copy);
     free(srv);
@@ -116,6 +120,10 @@ unsigned ug_server_loops(const ug_server *srv) {
     return srv->nloops;
 }
 
+uint32_t ug_server_conn_slots(const ug_server *srv) {
+    return srv->loops[0]->nslots;
+}
+
 /* ---------------------------------------------------------------- registration ---- */
 
 int ug_route(ug_server *srv, const char *method, const char *path, unsigned flags,
@@ -125,16 +133,44 @@ int ug_route(ug_server *srv, const char *method, const char *path, unsigned flag
     return ug__router_add(&srv->router, method, path, flags, handler, user);
 }
 
+/* Append one {fn, user} entry of size bytes to a hook array (*v, *n). */
+static int add_hook(ug_server *srv, void **v, size_t *n, const void *entry, size_t size) {
+    if (srv->running) return -EBUSY;
+    char *grown = ug__realloc(*v, (*n + 1) * size);
+    if (!grown) return -ENOMEM;
+    memcpy(grown + *n * size, entry, size);
+    *v = grown;
+    (*n)++;
+    return 0;
+}
+
 int ug_server_on_shutdown(ug_server *srv, ug_shutdown_hook_fn fn, void *user) {
     if (!srv || !fn) return -EINVAL;
-    if (srv->running) return -EBUSY;
-    ug__hook *h = ug__realloc(srv->hooks, (srv->nhooks + 1) * sizeof *h);
-    if (!h) return -ENOMEM;
-    srv->hooks = h;
-    h[srv->nhooks].fn = fn;
-    h[srv->nhooks].user = user;
-    srv->nhooks++;
-    return 0;
+    ug__hook h = {fn, user};
+    return add_hook(srv, (void **)&srv->hooks, &srv->nhooks, &h, sizeof h);
+}
+
+int ug_server_on_conn_state(ug_server *srv, ug_conn_state_fn fn, void *user) {
+    if (!srv || !fn) return -EINVAL;
+    ug__conn_hook h = {fn, user};
+    return add_hook(srv, (void **)&srv->conn_hooks, &srv->nconn_hooks, &h, sizeof h);
+}
+
+void ug__server_unhook(ug_server *srv, const void *user) {
+    size_t k = 0;
+    for (size_t i = 0; i < srv->nconn_hooks; i++)
+        if (srv->conn_hooks[i].user != user) srv->conn_hooks[k++] = srv->conn_hooks[i];
+    srv->nconn_hooks = k;
+    k = 0;
+    for (size_t i = 0; i < srv->ndone_hooks; i++)
+        if (srv->done_hooks[i].user != user) srv->done_hooks[k++] = srv->done_hooks[i];
+    srv->ndone_hooks = k;
+}
+
+int ug_server_on_complete(ug_server *srv, ug_completion_fn fn, void *user) {
+    if (!srv || !fn) return -EINVAL;
+    ug__done_hook h = {fn, user};
+    return add_hook(srv, (void **)&srv->done_hooks, &srv->ndone_hooks, &h, sizeof h);
 }
 
 /* ---------------------------------------------------------------- posts ---- */
@@ -220,7 +256,7 @@ int ug_server_run(ug_server *srv, ug_report *report) {
         /* Handed to a loop that failed before taking them: closed now, not at free. */
         uint32_t untaken = ug__loop_close_inbox(lp);
         if (untaken) {
-            lp->report.conns_forced += untaken;
+            UG_GAUGE_ADD(lp->report.conns_forced, untaken);
             forced = 1;
         }
         forced |= lp->forced;
@@ -228,6 +264,8 @@ int ug_server_run(ug_server *srv, ug_report *report) {
     }
     /* Loop 0 may have ended long before the last loop: the drain ends with the last. */
     if (srv->gate.t_close_ms) srv->report.drain_us = (end_ms - srv->gate.t_close_ms) * 1000u;
+    atomic_store(&srv->gate.end_ns, ug__clock_ns());
+    srv->running = 2; /* the hooks are not called again (ug_server_free cancels nothing) */
     ug_report rep;
     sum_report(srv, &rep);
     atomic_store_explicit(&srv->gate.state, UG_GATE_CLOSED, memory_order_release);

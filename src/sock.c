@@ -93,3 +93,10 @@ int ug__sock_port(int fd, uint16_t *port) {
         return -EAFNOSUPPORT;
     return 0;
 }
+
+int ug__sock_peer(int fd, struct sockaddr_storage *ss, uint32_t *len) {
+    socklen_t l = sizeof *ss;
+    if (getpeername(fd, (struct sockaddr *)ss, &l) != 0) return -errno;
+    *len = (uint32_t)l;
+    return 0;
+}

@@ -231,6 +231,16 @@ static struct sim {
     unsigned cancels_seen, timeout_cancels;
     unsigned wire_counted; /* final responses on the wire with a status ug_stats counts */
     char resp[RESP_MAX];
+
+    /* what the completion and connection-state hooks said */
+    unsigned ndone;
+    uint64_t done_ids[MAXR];
+    unsigned ndone_ids;
+    struct {
+        uint64_t id;
+        ug_conn_state last;
+    } cstates[2 * MAXC];
+    unsigned ncstates;
 } S;
 
 static void trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -2191,6 +2201,54 @@ static void configure(const uint8_t h[8]) {
 
 static const unsigned rates[16] = {0, 0, 0, 0, 0, 0, 0, 0, 20, 50, 100, 200, 400, 800, 1600, 3200};
 
+/* Every request the core read ends once: an id is never reported twice. */
+static void on_done(const ug_request *req, const ug_completion *info, void *user) {
+    (void)req;
+    (void)user;
+    S.ndone++;
+    if (!info->request_id) {
+        if (info->how != UG_END_REJECTED && info->how != UG_END_CANCELLED)
+            violation("completion without an id: how %d", (int)info->how);
+        return;
+    }
+    for (unsigned i = 0; i < S.ndone_ids; i++)
+        if (S.done_ids[i] == info->request_id)
+            violation("request %llx completed twice (how %d)", (unsigned long long)info->request_id,
+                      (int)info->how);
+    if (S.ndone_ids < MAXR) S.done_ids[S.ndone_ids++] = info->request_id;
+}
+
+/* A connection is NEW first, CLOSED last, and nothing after. */
+static void on_conn_state(ug_server *srv, const ug_conn_info *info, void *user) {
+    (void)srv;
+    (void)user;
+    unsigned i = 0;
+    while (i < S.ncstates && S.cstates[i].id != info->conn_id) i++;
+    if (i == S.ncstates) {
+        if (info->state != UG_CS_NEW)
+            violation("connection %llx: state %d before NEW", (unsigned long long)info->conn_id,
+                      info->state);
+        if (S.ncstates == sizeof S.cstates / sizeof S.cstates[0]) return;
+        S.cstates[S.ncstates++].id = info->conn_id;
+    } else if (S.cstates[i].last == UG_CS_CLOSED || info->state == UG_CS_NEW) {
+        violation("connection %llx: state %d after %d", (unsigned long long)info->conn_id,
+                  info->state, S.cstates[i].last);
+    }
+    S.cstates[i].last = info->state;
+}
+
+static void hook_checks(const ug_stats *st) {
+    if (S.ndone != st->requests)
+        violation("completion hook: %u calls, %llu requests", S.ndone,
+                  (unsigned long long)st->requests);
+    for (unsigned i = 0; i < S.ncstates; i++)
+        if (S.cstates[i].last != UG_CS_CLOSED)
+            violation("connection %llx: never CLOSED", (unsigned long long)S.cstates[i].id);
+    const ug__loop *lp = S.srv->loops[0];
+    for (int v = 0; v < UG_VIEW_COUNT; v++)
+        if (lp->views[v]) violation("%u connection(s) still counted in view %d", lp->views[v], v);
+}
+
 static void final_checks(void) {
     ug_server *srv = S.srv;
     ug_stats st;
@@ -2252,6 +2310,7 @@ static void final_checks(void) {
     if (finals < S.wire_counted)
         violation("stats: %llu responses counted, %u on the wire", (unsigned long long)finals,
                   S.wire_counted);
+    hook_checks(&st);
 }
 
 unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_result *res) {
@@ -2291,7 +2350,9 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
         if (ug_route(S.srv, NULL, "/k/", UG_ROUTE_PREFIX, h_main, NULL) ||
             ug_route(S.srv, "GET", "/kg/", UG_ROUTE_PREFIX, h_main, NULL) ||
             ug_route(S.srv, "POST", "/post-only", UG_ROUTE_EXACT, h_main, NULL) ||
-            ug_server_on_shutdown(S.srv, on_shutdown, NULL))
+            ug_server_on_shutdown(S.srv, on_shutdown, NULL) ||
+            ug_server_on_complete(S.srv, on_done, NULL) ||
+            ug_server_on_conn_state(S.srv, on_conn_state, NULL))
             violation("setting up routes failed");
         S.lfd = S.srv->listener.fd;
         /* ugate.h: a client that does not read costs at most max_output_bytes, plus the

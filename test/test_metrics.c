@@ -15,7 +15,7 @@ static const char GET_ROOT[] = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
 static const char GET_NOPE[] = "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n";
 static const char BAD[] = "GET / HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n";
 
-static char text[16384];
+static char text[65536];
 
 /* The value of the sample whose name (with labels) is exactly `sample`, or -1. */
 static long long sample_value(const char *sample) {
@@ -36,13 +36,36 @@ static int name_ok(const char *p, size_t n) {
     return 1;
 }
 
+/* A histogram's samples: name_bucket{le="..."} (cumulative, ending with le="+Inf"), then
+ * name_sum and name_count (equal to the +Inf bucket). 0, or -1 at the first fault. */
+static int hist_sample(const char *fam, const char *l, size_t n, double v, double *last,
+                       int *inf_seen, double *inf) {
+    size_t fl = strlen(fam);
+    if (!strncmp(l + fl, "_bucket{le=\"", 12)) {
+        if (*inf_seen || v < *last) return -1; /* cumulative, +Inf last */
+        *last = v;
+        if (!strncmp(l + fl + 12, "+Inf\"}", 6)) {
+            *inf_seen = 1;
+            *inf = v;
+        }
+        return 0;
+    }
+    if (!strncmp(l + fl, "_sum ", 5)) return *inf_seen ? 0 : -1;
+    if (!strncmp(l + fl, "_count ", 7)) return *inf_seen && v == *inf ? 0 : -1;
+    (void)n;
+    return -1;
+}
+
 /* Text format 0.0.4 as Prometheus parses it, the parts ugate uses: HELP then TYPE before a
  * family's samples, each family once, sample names of the family, counters ending in
- * _total, integer values, a final newline. Returns the number of families, or -1. */
+ * _total, histograms as hist_sample says, numeric values, a final newline. Returns the
+ * number of families, or -1. */
 static int check_format(void) {
     char fam[128] = "", type[16] = "";
     int families = 0, help_seen = 0;
     char seen[64][128];
+    double last = 0, inf = 0;
+    int inf_seen = 0;
     size_t len = strlen(text);
     if (!len || text[len - 1] != '\n') return -1;
     for (char *l = text; *l;) {
@@ -60,6 +83,8 @@ static int check_format(void) {
             strcpy(seen[families++], fam);
             help_seen = 1;
             type[0] = '\0';
+            last = 0;
+            inf_seen = 0;
         } else if (!strncmp(l, "# TYPE ", 7)) {
             size_t fl = strlen(fam);
             if (!help_seen || strncmp(l + 7, fam, fl) || l[7 + fl] != ' ') return -1;
@@ -67,16 +92,20 @@ static int check_format(void) {
             if (tl >= sizeof type) return -1;
             memcpy(type, l + 8 + fl, tl);
             type[tl] = '\0';
-            if (strcmp(type, "counter") && strcmp(type, "gauge")) return -1;
+            if (strcmp(type, "counter") && strcmp(type, "gauge") && strcmp(type, "histogram"))
+                return -1;
             if (!strcmp(type, "counter") && (fl < 6 || strcmp(fam + fl - 6, "_total"))) return -1;
         } else {
             size_t fl = strlen(fam);
-            if (!type[0] || strncmp(l, fam, fl) || (l[fl] != ' ' && l[fl] != '{')) return -1;
-            char *v = memchr(l, ' ', n);
+            int hist = !strcmp(type, "histogram");
+            if (!type[0] || strncmp(l, fam, fl) || (!hist && l[fl] != ' ' && l[fl] != '{'))
+                return -1;
+            char *v = memrchr(l, ' ', n);
             if (!v) return -1;
             char *end;
-            strtoull(v + 1, &end, 10);
-            if (end != e) return -1;
+            double val = strtod(v + 1, &end);
+            if (end != e || val < 0) return -1;
+            if (hist && hist_sample(fam, l, n, val, &last, &inf_seen, &inf)) return -1;
         }
         l = e + 1;
     }
@@ -108,11 +137,24 @@ static void test_known_traffic(void) {
     }
     CU_ASSERT_FATAL(n > 0);
     CU_ASSERT_EQUAL((size_t)n, strlen(text));
-    CU_ASSERT(check_format() >= 30);
+    CU_ASSERT(check_format() >= 45);
     CU_ASSERT_EQUAL(sample_value("ugate_connections_accepted_total"), 1);
     CU_ASSERT_EQUAL(sample_value("ugate_connections_closed_total"), 1);
     CU_ASSERT_EQUAL(sample_value("ugate_connections_open"), 0);
-    CU_ASSERT_EQUAL(sample_value("ugate_requests_total"), 8);
+    CU_ASSERT_EQUAL(sample_value("ugate_requests_read_total"), 8);
+    CU_ASSERT_EQUAL(sample_value("ugate_requests_total{code=\"200\"}"), 5);
+    CU_ASSERT_EQUAL(sample_value("ugate_requests_total{code=\"404\"}"), 2);
+    CU_ASSERT_EQUAL(sample_value("ugate_requests_total{code=\"400\"}"), 1);
+    CU_ASSERT_EQUAL(sample_value("ugate_requests_total{code=\"500\"}"), -1); /* none: absent */
+    /* Every request answered is observed once; these took far less than 10 s. */
+    CU_ASSERT_EQUAL(sample_value("ugate_request_duration_seconds_count"), 8);
+    CU_ASSERT_EQUAL(sample_value("ugate_request_duration_seconds_bucket{le=\"+Inf\"}"), 8);
+    CU_ASSERT_EQUAL(sample_value("ugate_request_duration_seconds_bucket{le=\"10\"}"), 8);
+    CU_ASSERT_EQUAL(sample_value("ugate_connections{state=\"idle\"}"), 0);
+    CU_ASSERT_EQUAL(sample_value("ugate_connections{state=\"reading\"}"), 0);
+    CU_ASSERT_EQUAL(sample_value("ugate_requests_deferred"), 0);
+    CU_ASSERT_EQUAL(sample_value("ugate_holds"), 0);
+    CU_ASSERT_EQUAL(sample_value("ugate_drain_seconds"), 0);
     CU_ASSERT_EQUAL(sample_value("ugate_bad_requests_total"), 1);
     CU_ASSERT_EQUAL(sample_value("ugate_responses_total{class=\"2xx\"}"), 5);
     CU_ASSERT_EQUAL(sample_value("ugate_responses_total{class=\"4xx\"}"), 3);
@@ -135,6 +177,86 @@ static void test_known_traffic(void) {
     CU_ASSERT_EQUAL(ug_server_metrics(sc.srv, NULL, 10), -EINVAL);
     CU_ASSERT_EQUAL(ug_server_metrics(NULL, small, sizeof small), -EINVAL);
     ts_stop(&sc);
+}
+
+/* Poll the exposition until the sample has the value (or 5 s pass); its last value. */
+static long long wait_sample(ug_server *srv, const char *sample, long long want) {
+    long long v = -1;
+    for (int i = 0; i < 1000; i++) {
+        if (ug_server_metrics(srv, text, sizeof text) > 0 && (v = sample_value(sample)) == want)
+            break;
+        usleep(5000);
+    }
+    return v;
+}
+
+static double sample_float(const char *sample) {
+    size_t n = strlen(sample);
+    for (const char *l = text; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l))
+        if (!strncmp(l, sample, n) && l[n] == ' ') return strtod(l + n + 1, NULL);
+    return -1;
+}
+
+/* The gauges follow what the connections do, the histogram sorts durations it was given,
+ * and the drain's figures appear once the gate closes. */
+static void test_gauges_histogram_drain(void) {
+    srv_ctx sc;
+    ts_start(&sc, NULL);
+    int idle = tu_connect(sc.port), slow = tu_connect(sc.port);
+    CU_ASSERT_FATAL(idle >= 0 && slow >= 0);
+    CU_ASSERT_EQUAL(wait_sample(sc.srv, "ugate_connections{state=\"new\"}", 2), 2);
+    get(idle, GET_ROOT, 200);
+    CU_ASSERT_EQUAL(wait_sample(sc.srv, "ugate_connections{state=\"idle\"}", 1), 1);
+    static const char LATE[] = "GET /late?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n";
+    CU_ASSERT_EQUAL(tu_send_all(slow, LATE, sizeof LATE - 1), 0);
+    CU_ASSERT_EQUAL(wait_sample(sc.srv, "ugate_connections{state=\"handler\"}", 1), 1);
+    CU_ASSERT_EQUAL(sample_value("ugate_requests_deferred"), 1);
+    usleep(100000);
+    CU_ASSERT(ug_server_metrics(sc.srv, text, sizeof text) > 0);
+    double age = sample_float("ugate_oldest_deferred_age_seconds");
+    CU_ASSERT(age >= 0.09 && age < 0.3);
+    char body[64];
+    CU_ASSERT_EQUAL(tu_read_response(slow, body, sizeof body, NULL), 200);
+    CU_ASSERT_EQUAL(wait_sample(sc.srv, "ugate_request_duration_seconds_count", 2), 2);
+    /* the GET / took microseconds, the late one at least its 300 ms */
+    CU_ASSERT_EQUAL(sample_value("ugate_request_duration_seconds_bucket{le=\"0.25\"}"), 1);
+    CU_ASSERT_EQUAL(sample_value("ugate_request_duration_seconds_bucket{le=\"+Inf\"}"), 2);
+    CU_ASSERT(sample_float("ugate_request_duration_seconds_sum") >= 0.3);
+    CU_ASSERT_EQUAL(sample_value("ugate_oldest_deferred_age_seconds"), 0);
+    /* A drain with one request in progress: the figures while it runs, then at its end. */
+    static const char LATE2[] = "GET /late?ms=400 HTTP/1.1\r\nHost: t\r\n\r\n";
+    CU_ASSERT_EQUAL(tu_send_all(slow, LATE2, sizeof LATE2 - 1), 0);
+    CU_ASSERT_EQUAL(wait_sample(sc.srv, "ugate_requests_deferred", 1), 1);
+    ug_shutdown_opts o = {.drain_timeout_ms = 5000};
+    CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, &o), 0);
+    CU_ASSERT_EQUAL(wait_sample(sc.srv, "ugate_gate_state{state=\"draining\"}", 1), 1);
+    CU_ASSERT_EQUAL(sample_value("ugate_drain_connections_at_close"), 2);
+    double left = sample_float("ugate_drain_deadline_seconds");
+    CU_ASSERT(left > 4.0 && left <= 5.0);
+    CU_ASSERT_EQUAL(tu_read_response(slow, body, sizeof body, NULL), 200);
+    CU_ASSERT_EQUAL(tu_wait_eof(slow, 3000), 1);
+    CU_ASSERT_EQUAL(tu_wait_eof(idle, 3000), 1);
+    ts_join(&sc);
+    CU_ASSERT(ug_server_metrics(sc.srv, text, sizeof text) > 0);
+    CU_ASSERT_EQUAL(sample_value("ugate_gate_state{state=\"closed\"}"), 1);
+    CU_ASSERT_EQUAL(sample_value("ugate_drain_connections_drained_total"), 2);
+    CU_ASSERT_EQUAL(sample_value("ugate_drain_connections_forced_total"), 0);
+    CU_ASSERT_EQUAL(sample_value("ugate_drain_requests_drained_total"), 1);
+    CU_ASSERT_EQUAL(sample_value("ugate_drain_requests_forced_total"), 0);
+    CU_ASSERT(sample_float("ugate_drain_seconds") > 0.05);
+    CU_ASSERT_EQUAL(sample_value("ugate_drain_deadline_seconds"), 0);
+    double drained = sample_float("ugate_drain_seconds");
+    usleep(50000); /* a drain that has ended does not grow */
+    CU_ASSERT(ug_server_metrics(sc.srv, text, sizeof text) > 0);
+    CU_ASSERT_EQUAL(sample_float("ugate_drain_seconds"), drained);
+    CU_ASSERT_EQUAL(sample_value("ugate_connections{state=\"idle\"}"), 0);
+    CU_ASSERT_EQUAL(sample_value("ugate_connections{state=\"lingering\"}"), 0);
+    CU_ASSERT_EQUAL(sample_value("ugate_connections{state=\"closing\"}"), 0);
+    tu_forget(idle);
+    tu_forget(slow);
+    close(idle);
+    close(slow);
+    ug_server_free(sc.srv);
 }
 
 /* Read while the loops serve: every read is well-formed and the counters never go back. */
@@ -196,6 +318,7 @@ static void test_read_while_serving(void) {
 static void register_suites(void) {
     CU_pSuite s = CU_add_suite("metrics", NULL, NULL);
     CU_add_test(s, "known traffic, exact counts, well-formed", test_known_traffic);
+    CU_add_test(s, "gauges, the histogram and the drain's figures", test_gauges_histogram_drain);
     CU_add_test(s, "read while the loops serve", test_read_while_serving);
 }
 

@@ -31,6 +31,12 @@ void ug__conn_timeout(ug__loop *l, ug__conn *c, enum ug__tq q) {
     if (requeue_to != UG_TQ_NONE) ug__tq_set(l, c, requeue_to);
 }
 
+/* The views are conn.c's; here they are only recorded. */
+void ug__conn_view(ug__loop *l, ug__conn *c, enum ug__view v) {
+    (void)l;
+    c->view = (uint8_t)v;
+}
+
 static int setup(void) {
     lp = calloc(1, sizeof *lp);
     return lp ? 0 : -1;
@@ -143,6 +149,59 @@ static void test_disabled_timeout(void) {
     CU_ASSERT(queues_ok());
 }
 
+/* Each queue stands for a view of the connection; passing through no queue keeps the view,
+ * and a new connection under the header timeout is still new. */
+static void test_views_follow_queues(void) {
+    reset();
+    ug__conn *c = &slots[3];
+    c->view = UG_VIEW_NEW;
+    ug__tq_set(lp, c, UG_TQ_HEADER);
+    CU_ASSERT_EQUAL(c->view, UG_VIEW_NEW);
+    ug__tq_set(lp, c, UG_TQ_WRITE);
+    CU_ASSERT_EQUAL(c->view, UG_VIEW_WRITING);
+    ug__tq_set(lp, c, UG_TQ_NONE);
+    CU_ASSERT_EQUAL(c->view, UG_VIEW_WRITING);
+    ug__tq_set(lp, c, UG_TQ_IDLE);
+    CU_ASSERT_EQUAL(c->view, UG_VIEW_IDLE);
+    ug__tq_set(lp, c, UG_TQ_HEADER);
+    CU_ASSERT_EQUAL(c->view, UG_VIEW_READING);
+    lp->tq[UG_TQ_BODY].timeout_ms = 0; /* disabled: no queue, but the view still changes */
+    ug__tq_set(lp, c, UG_TQ_BODY);
+    CU_ASSERT_EQUAL(c->tq, UG_TQ_NONE);
+    CU_ASSERT_EQUAL(c->view, UG_VIEW_READING);
+    ug__tq_set(lp, c, UG_TQ_LINGER);
+    CU_ASSERT_EQUAL(c->view, UG_VIEW_LINGER);
+    CU_ASSERT(queues_ok());
+}
+
+/* The handler queue is kept with handler_timeout_ms 0 (nothing expires from it), because
+ * its head is the oldest deferred request, whose dispatch time is published. */
+static void test_handler_queue_oldest(void) {
+    reset();
+    lp->tq[UG_TQ_HANDLER].timeout_ms = 0;
+    struct ug_request r[3];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 3; i++) {
+        r[i].t_dispatch_ms = 1000u + (unsigned)i;
+        slots[i].ctx = &r[i];
+        ug__tq_set(lp, &slots[i], UG_TQ_HANDLER);
+        CU_ASSERT_EQUAL(slots[i].tq, UG_TQ_HANDLER);
+    }
+    CU_ASSERT_EQUAL(lp->t_oldest_deferred_ms, 1000u);
+    CU_ASSERT_EQUAL(ug__tq_next(lp), UINT64_MAX);
+    lp->now_ms = UINT32_MAX;
+    ug__tq_expire(lp);
+    CU_ASSERT_EQUAL(nfired, 0);
+    ug__tq_set(lp, &slots[1], UG_TQ_NONE); /* not the head: the oldest stays */
+    CU_ASSERT_EQUAL(lp->t_oldest_deferred_ms, 1000u);
+    ug__tq_set(lp, &slots[0], UG_TQ_IDLE);
+    CU_ASSERT_EQUAL(lp->t_oldest_deferred_ms, 1002u);
+    ug__tq_set(lp, &slots[2], UG_TQ_NONE);
+    CU_ASSERT_EQUAL(lp->t_oldest_deferred_ms, 0);
+    for (int i = 0; i < 3; i++) slots[i].ctx = NULL;
+    CU_ASSERT(queues_ok());
+}
+
 /* The earliest deadline is that of the earliest head across the queues, not of the first
  * queue: a long idle timeout and a short write timeout. */
 static void test_next_across_queues(void) {
@@ -241,6 +300,9 @@ static void register_suites(void) {
     CU_add_test(s, "deadlines and order of expiry", test_deadlines_and_order);
     CU_add_test(s, "touch, set and leave", test_touch_set_and_leave);
     CU_add_test(s, "a disabled timeout", test_disabled_timeout);
+    CU_add_test(s, "views follow the queues", test_views_follow_queues);
+    CU_add_test(s, "the handler queue keeps the oldest deferred request",
+                test_handler_queue_oldest);
     CU_add_test(s, "the earliest deadline across queues", test_next_across_queues);
     CU_add_test(s, "an expiry that re-queues", test_expiry_requeues);
     CU_add_test(s, "random operations against a model", test_random_against_model);

@@ -116,7 +116,7 @@ static void quiet_log(void *u, ug_log_level l, const char *m) {
     if (l <= UG_LOG_ERROR) fprintf(stderr, "server: %s\n", m);
 }
 
-void ts_start(srv_ctx *sc, ug_config *cfg_in) {
+void ts_create(srv_ctx *sc, ug_config *cfg_in) {
     ug_config defcfg;
     ug_config *cfg = cfg_in;
     if (!cfg) {
@@ -140,19 +140,31 @@ void ts_start(srv_ctx *sc, ug_config *cfg_in) {
     ug_route(sc->srv, "GET", "/late-id", UG_ROUTE_EXACT, h_late_id, sc);
     ug_route(sc->srv, "GET", "/authority", UG_ROUTE_EXACT, h_authority, sc);
     sc->port = ug_server_port(sc->srv);
+}
+
+void ts_run(srv_ctx *sc) {
     CU_ASSERT_EQUAL_FATAL(pthread_create(&sc->thr, NULL, run_thread, sc), 0);
+}
+
+void ts_start(srv_ctx *sc, ug_config *cfg) {
+    ts_create(sc, cfg);
+    ts_run(sc);
 }
 
 void ts_join(srv_ctx *sc) {
     pthread_join(sc->thr, NULL);
 }
 
-void ts_stop(srv_ctx *sc) {
+void ts_drain(srv_ctx *sc) {
     ug_shutdown_opts o = {.drain_timeout_ms = 5000};
     CU_ASSERT_EQUAL(ug_server_shutdown(sc->srv, &o), 0);
     pthread_join(sc->thr, NULL);
     CU_ASSERT_EQUAL(ug_server_state(sc->srv), UG_GATE_CLOSED);
     CU_ASSERT_EQUAL(sc->report.accepted_after_close, 0);
+}
+
+void ts_stop(srv_ctx *sc) {
+    ts_drain(sc);
     ug_server_free(sc->srv);
 }
 

@@ -31,9 +31,13 @@ extern unsigned g_threads; /* loops per server: the suites run with 1 and with 2
  * purpose). cfg may be NULL (defaults); port and backend are set
  * here. */
 void ts_start(srv_ctx *sc, ug_config *cfg);
+/* ts_start in two steps: create (and route), so that hooks can be registered, then run. */
+void ts_create(srv_ctx *sc, ug_config *cfg);
+void ts_run(srv_ctx *sc);
 /* Graceful shutdown with a 5 s deadline, join, check CLOSED and accepted_after_close == 0,
- * free. */
+ * free. ts_drain: the same without the free. */
 void ts_stop(srv_ctx *sc);
+void ts_drain(srv_ctx *sc);
 /* Join the loop thread (after a shutdown requested elsewhere); does not free. */
 void ts_join(srv_ctx *sc);
 /* Parse argv: "epoll" selects the epoll backend, otherwise io_uring (skipping if refused);

@@ -1,0 +1,355 @@
+/* The access log: one Combined Log Format line per request, from the completion hook.
+ *
+ * Each loop formats its lines into a buffer of its own (no lock on the way). A full buffer
+ * is handed to the log's writer thread in exchange for the spare one, under a mutex taken
+ * only for that exchange; if the writer still has the spare, the line is dropped and
+ * counted, so a slow or blocked fd never blocks a loop and memory stays two buffers a loop.
+ * Once a second the writer posts to each loop a request to hand over what it has, so a
+ * quiet loop's lines are written within about a second too. Peer addresses are kept per
+ * connection slot from the connection-state hook (one getpeername(2) per connection).
+ */
+#include "core.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_BUF_SIZE (64u * 1024)
+/* Fields longer than these are cut, and end in "...". An escaped byte takes 4. */
+#define TARGET_LOGGED_MAX 2048u
+#define HEADER_LOGGED_MAX 512u
+#define ESCAPED_MAX(n) (4u * (n) + sizeof("...") - 1)
+#define DATE_LEN (sizeof("01/Dec/2026:16:50:00 +0000") - 1)
+/* The longest line: peer, date, method, target, referer, user agent (each escaped at worst),
+ * and the fixed parts with the numbers (status, a 20-digit byte count, a duration); so no
+ * line is ever cut short of its closing quote and newline. */
+#define LINE_FIXED_MAX 128u
+#define LINE_MAX_BYTES                                                                             \
+    (INET6_ADDRSTRLEN + DATE_LEN + ESCAPED_MAX(TARGET_LOGGED_MAX) +                                \
+     3 * ESCAPED_MAX(HEADER_LOGGED_MAX) + LINE_FIXED_MAX)
+_Static_assert(LINE_MAX_BYTES <= LOG_BUF_SIZE, "a line fits in a loop's buffer");
+#define FLUSH_INTERVAL_MS 1000
+
+typedef char peer_str[INET6_ADDRSTRLEN];
+
+typedef struct log_loop {
+    struct ug_access_log *log;
+    /* the loop's */
+    char *cur;
+    size_t len;
+    int64_t date_sec;
+    char date[DATE_LEN + 1];
+    peer_str *peers;  /* by connection slot */
+    uint64_t dropped; /* relaxed stores (the loop's), loads (any thread) */
+    /* under the log's mutex */
+    char *spare;   /* NULL while the writer has it */
+    char *pending; /* handed to the writer, pending_len bytes */
+    size_t pending_len;
+} log_loop;
+
+struct ug_access_log {
+    ug_server *srv;
+    int fd;
+    uint32_t nloops, nslots;
+    pthread_t writer;
+    int writer_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    int err; /* the first write error, -errno */
+    log_loop *loops;
+};
+
+/* ---------------------------------------------------------------- the loops' side ---- */
+
+/* Hand the current buffer to the writer if it has given the spare back (under the mutex). */
+static int hand_over(ug_access_log *log, log_loop *ll) {
+    int ok = 0;
+    pthread_mutex_lock(&log->mu);
+    if (ll->spare && !ll->pending) {
+        ll->pending = ll->cur;
+        ll->pending_len = ll->len;
+        ll->cur = ll->spare;
+        ll->spare = NULL;
+        ll->len = 0;
+        ok = 1;
+        pthread_cond_signal(&log->cv);
+    }
+    pthread_mutex_unlock(&log->mu);
+    return ok;
+}
+
+static void append(ug_access_log *log, log_loop *ll, const char *line, size_t n) {
+    if (ll->len + n > LOG_BUF_SIZE && !hand_over(log, ll)) {
+        UG_GAUGE_ADD(ll->dropped, 1u); /* only this loop writes it */
+        return;
+    }
+    memcpy(ll->cur + ll->len, line, n);
+    ll->len += n;
+}
+
+/* Quotes, backslashes and bytes that are not printable ASCII are written as \xHH (as nginx
+ * does), so a field can neither end its quotes early nor forge a line. */
+static size_t put_escaped(char *dst, size_t room, const char *s, size_t n, size_t max) {
+    size_t w = 0;
+    for (size_t i = 0; i < n && i < max; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f) {
+            if (w + 4 > room) break;
+            w += (size_t)snprintf(dst + w, 5, "\\x%02X", ch);
+        } else {
+            if (w + 1 > room) break;
+            dst[w++] = (char)ch;
+        }
+    }
+    if (n > max && w + 3 <= room) {
+        memcpy(dst + w, "...", 3);
+        w += 3;
+    }
+    return w;
+}
+
+typedef struct line {
+    char p[LINE_MAX_BYTES];
+    size_t len;
+} line;
+
+static void lit(line *l, const char *s) {
+    size_t n = strlen(s);
+    if (n > sizeof l->p - l->len) n = sizeof l->p - l->len;
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
+}
+
+static void fmt(line *l, const char *f, ...) __attribute__((format(printf, 2, 3)));
+static void fmt(line *l, const char *f, ...) {
+    size_t room = sizeof l->p - l->len;
+    if (room < 2) return; /* full: the rest of the line is cut */
+    va_list ap;
+    va_start(ap, f);
+    int n = vsnprintf(l->p + l->len, room, f, ap);
+    va_end(ap);
+    if (n > 0) l->len += (size_t)n < room ? (size_t)n : room - 1; /* vsnprintf wrote room - 1 */
+}
+
+static void field(line *l, ug_str v, size_t max) {
+    if (!v.ptr || !v.len) {
+        lit(l, "-");
+        return;
+    }
+    l->len += put_escaped(l->p + l->len, sizeof l->p - l->len, v.ptr, v.len, max);
+}
+
+static void refresh_date(log_loop *ll) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    if (ts.tv_sec == ll->date_sec) return;
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(ll->date, sizeof ll->date, "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    ll->date_sec = ts.tv_sec;
+}
+
+static void on_complete(const ug_request *req, const ug_completion *info, void *user) {
+    ug_access_log *log = user;
+    log_loop *ll = &log->loops[info->loop];
+    refresh_date(ll);
+    line l;
+    l.len = 0;
+    const char *peer =
+        info->slot < log->nslots && ll->peers[info->slot][0] ? ll->peers[info->slot] : "-";
+    fmt(&l, "%s - - [%s] \"", peer, ll->date);
+    ug_str m = ug_req_method(req);
+    if (m.len) {
+        field(&l, m, HEADER_LOGGED_MAX);
+        lit(&l, " ");
+        field(&l, ug_req_target(req), TARGET_LOGGED_MAX);
+        fmt(&l, " HTTP/1.%d\" ", ug_req_http_minor(req));
+    } else {
+        lit(&l, "-\" "); /* refused before its method was read */
+    }
+    if (info->status)
+        fmt(&l, "%d %llu \"", info->status, (unsigned long long)info->bytes_out);
+    else
+        lit(&l, "- 0 \"");
+    field(&l, m.len ? ug_req_header(req, "Referer") : (ug_str){NULL, 0}, HEADER_LOGGED_MAX);
+    lit(&l, "\" \"");
+    field(&l, m.len ? ug_req_header(req, "User-Agent") : (ug_str){NULL, 0}, HEADER_LOGGED_MAX);
+    fmt(&l, "\" %.3f", (double)info->duration_ns / 1e9);
+    if (l.len > sizeof l.p - 1) l.len = sizeof l.p - 1;
+    l.p[l.len++] = '\n';
+    append(log, ll, l.p, l.len);
+}
+
+static void on_conn(ug_server *srv, const ug_conn_info *info, void *user) {
+    (void)srv;
+    ug_access_log *log = user;
+    if (info->state != UG_CS_NEW || info->slot >= log->nslots) return;
+    char *dst = log->loops[info->loop].peers[info->slot];
+    dst[0] = '\0';
+    if (!info->peer) return;
+    const struct sockaddr *sa = info->peer;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)info->peer)->sin_addr, dst,
+                  sizeof(peer_str));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)info->peer)->sin6_addr, dst,
+                  sizeof(peer_str));
+}
+
+/* Posted once a second by the writer: a quiet loop's lines go out too. */
+static void tick(ug_server *srv, void *user) {
+    (void)srv;
+    log_loop *ll = user;
+    if (ll->len) hand_over(ll->log, ll);
+}
+
+/* ---------------------------------------------------------------- the writer ---- */
+
+static int write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Write what the loops handed over, and give their buffers back (mutex held on entry and on
+ * return, not during the writes). */
+static void write_pending(ug_access_log *log) {
+    for (uint32_t i = 0; i < log->nloops; i++) {
+        log_loop *ll = &log->loops[i];
+        if (!ll->pending) continue;
+        char *p = ll->pending;
+        size_t n = ll->pending_len;
+        pthread_mutex_unlock(&log->mu);
+        int rc = log->err ? 0 : write_all(log->fd, p, n);
+        pthread_mutex_lock(&log->mu);
+        if (rc && !log->err) log->err = rc;
+        ll->pending = NULL;
+        ll->spare = p;
+    }
+}
+
+static void add_ms(struct timespec *t, long ms) {
+    t->tv_nsec += ms % 1000 * 1000000L;
+    t->tv_sec += ms / 1000 + t->tv_nsec / 1000000000L;
+    t->tv_nsec %= 1000000000L;
+}
+
+static void *writer_main(void *arg) {
+    ug_access_log *log = arg;
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    add_ms(&next, FLUSH_INTERVAL_MS);
+    pthread_mutex_lock(&log->mu);
+    while (!log->stop) {
+        write_pending(log);
+        if (log->stop) break;
+        if (pthread_cond_timedwait(&log->cv, &log->mu, &next) != ETIMEDOUT) continue;
+        pthread_mutex_unlock(&log->mu);
+        /* Fails once the run has returned (the loops take no posts): nothing left to ask. */
+        for (uint32_t i = 0; i < log->nloops; i++)
+            (void)ug_server_post_loop(log->srv, i, tick, &log->loops[i]);
+        pthread_mutex_lock(&log->mu);
+        add_ms(&next, FLUSH_INTERVAL_MS);
+    }
+    write_pending(log);
+    pthread_mutex_unlock(&log->mu);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- create / free ---- */
+
+static void destroy(ug_access_log *log) {
+    for (uint32_t i = 0; log->loops && i < log->nloops; i++) {
+        free(log->loops[i].cur);
+        free(log->loops[i].spare);
+        free(log->loops[i].peers);
+    }
+    free(log->loops);
+    pthread_mutex_destroy(&log->mu);
+    pthread_cond_destroy(&log->cv);
+    free(log);
+}
+
+int ug_access_log_create(ug_access_log **out, ug_server *srv, int fd) {
+    if (!out || !srv || fd < 0) return -EINVAL;
+    *out = NULL;
+    if (srv->running) return -EBUSY;
+    ug_access_log *log = ug__calloc(1, sizeof *log);
+    if (!log) return -ENOMEM;
+    log->srv = srv;
+    log->fd = fd;
+    log->nloops = srv->nloops;
+    log->nslots = ug_server_conn_slots(srv);
+    log->mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    pthread_condattr_t ca;
+    int rc = -ENOMEM;
+    if (pthread_condattr_init(&ca)) goto fail_nocv;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    rc = -pthread_cond_init(&log->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc) goto fail_nocv;
+    rc = -ENOMEM;
+    log->loops = ug__calloc(log->nloops, sizeof *log->loops);
+    if (!log->loops) goto fail;
+    for (uint32_t i = 0; i < log->nloops; i++) {
+        log_loop *ll = &log->loops[i];
+        ll->log = log;
+        ll->cur = ug__malloc(LOG_BUF_SIZE);
+        ll->spare = ug__malloc(LOG_BUF_SIZE);
+        ll->peers = ug__calloc(log->nslots, sizeof *ll->peers); /* touched as slots are used */
+        ll->date_sec = -1;
+        if (!ll->cur || !ll->spare || !ll->peers) goto fail;
+    }
+    if ((rc = ug_server_on_conn_state(srv, on_conn, log)) != 0) goto fail;
+    if ((rc = ug_server_on_complete(srv, on_complete, log)) != 0) goto fail_hooked;
+    if ((rc = -pthread_create(&log->writer, NULL, writer_main, log)) != 0) goto fail_hooked;
+    *out = log;
+    return 0;
+fail_hooked:
+    ug__server_unhook(srv, log);
+fail:
+    destroy(log);
+    return rc;
+fail_nocv:
+    pthread_mutex_destroy(&log->mu);
+    free(log);
+    return rc;
+}
+
+uint64_t ug_access_log_dropped(const ug_access_log *log) {
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < log->nloops; i++) n += UG_GAUGE_GET(log->loops[i].dropped);
+    return n;
+}
+
+int ug_access_log_free(ug_access_log *log) {
+    if (!log) return 0;
+    pthread_mutex_lock(&log->mu);
+    log->stop = 1;
+    pthread_cond_signal(&log->cv);
+    pthread_mutex_unlock(&log->mu);
+    pthread_join(log->writer, NULL);
+    /* The run has returned: the loops' own buffers are nobody else's now. */
+    int rc = log->err;
+    for (uint32_t i = 0; i < log->nloops; i++) {
+        log_loop *ll = &log->loops[i];
+        if (ll->len && !rc) rc = write_all(log->fd, ll->cur, ll->len);
+    }
+    ug__server_unhook(log->srv, log);
+    destroy(log);
+    return rc;
+}

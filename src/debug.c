@@ -1,0 +1,289 @@
+/* The live view (ug_server_debug_json): the gate and the drain from the server's atomics,
+ * then each loop's connections written by that loop itself, on its thread (a post), so
+ * nothing of a connection is read while its loop changes it. The caller waits for one loop
+ * after the other. A loop that does not answer in time is abandoned: the job is refcounted,
+ * so a post that runs late finds it still allocated, sees that nobody waits, and only drops
+ * its reference; the caller's buffer is never written by a loop. */
+#include "core.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define DEFAULT_TIMEOUT_MS 1000u
+/* The request target shown in an entry, at most (longer ones end in "..."). */
+#define TARGET_SHOWN_MAX 256u
+
+typedef struct loop_summary {
+    int answered; /* its part was written (else: it had ended, or never answered) */
+    uint32_t conns, deferred;
+    uint8_t phase;
+    uint64_t oldest_deferred_ms;
+} loop_summary;
+
+typedef struct dump_job dump_job;
+typedef struct dump_part {
+    dump_job *job;
+    uint32_t loop;
+} dump_part;
+
+struct dump_job {
+    _Atomic int refs;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int abandoned;   /* the caller gave up waiting */
+    uint32_t done;   /* loops that have written their part */
+    int conns_shown; /* entries written so far (for the commas) */
+    ug__text conns;  /* the "connections" entries, in a buffer of the job's own */
+    struct {
+        uint32_t n[UG_VIEW_COUNT];
+    } views; /* connections by view, summed over the loops that answered */
+    loop_summary loops[UG_MAX_LOOPS];
+    dump_part parts[UG_MAX_LOOPS];
+};
+
+static void job_unref(dump_job *job) {
+    if (atomic_fetch_sub(&job->refs, 1) != 1) return;
+    pthread_mutex_destroy(&job->mu);
+    pthread_cond_destroy(&job->cv);
+    free(job->conns.p);
+    free(job);
+}
+
+/* A JSON string from bytes that may be anything: quotes, backslashes, controls and every
+ * byte past ASCII escaped (a target is not necessarily UTF-8). */
+static void put_json_str(ug__text *o, const char *s, size_t n, size_t max) {
+    ug__text_put(o, "\"");
+    for (size_t i = 0; i < n && i < max && !o->overflow; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\')
+            ug__text_put(o, "\\%c", ch);
+        else if (ch < 0x20 || ch >= 0x7f)
+            ug__text_put(o, "\\u%04x", ch);
+        else
+            ug__text_put(o, "%c", ch);
+    }
+    ug__text_put(o, n > max ? "...\"" : "\"");
+}
+
+static void put_peer(ug__text *o, int fd) {
+    struct sockaddr_storage ss;
+    uint32_t len = sizeof ss;
+    char host[INET6_ADDRSTRLEN];
+    if (ug__sock_peer(fd, &ss, &len) != 0) {
+        ug__text_put(o, "null"); /* the client is already gone */
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        ug__text_put(o, "\"[%s]:%u\"", host, ntohs(a->sin6_port));
+    } else if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        ug__text_put(o, "\"%s:%u\"", host, ntohs(a->sin_port));
+    } else {
+        ug__text_put(o, "null");
+    }
+}
+
+static const char *const view_names[UG_VIEW_COUNT] = UG__VIEW_NAMES;
+
+static void put_conn(ug__text *o, const ug__loop *lp, const ug__conn *c) {
+    uint64_t now = lp->now_ms;
+    ug__text_put(o, "{\"id\":%llu,\"loop\":%u,\"slot\":%u,\"peer\":",
+                 (unsigned long long)ug__conn_id(lp, c), lp->index, ug__conn_idx(lp, c));
+    put_peer(o, c->fd);
+    ug__text_put(o,
+                 ",\"state\":\"%s\",\"age_ms\":%llu,\"idle_ms\":%llu,\"bytes_in\":%llu,"
+                 "\"bytes_out\":%llu,\"requests\":%u",
+                 view_names[c->view], (unsigned long long)(now - c->t_open_ms),
+                 (unsigned long long)(now - c->t_active_ms), (unsigned long long)c->bytes_in,
+                 (unsigned long long)c->bytes_out, c->requests);
+    const struct ug_request *r = c->ctx;
+    if (ug__request_live(r)) {
+        ug_str m = ug_req_method(r), t = ug_req_target(r);
+        ug__text_put(o, ",\"request\":{\"id\":%llu,\"method\":", (unsigned long long)r->id);
+        put_json_str(o, m.ptr, m.len, TARGET_SHOWN_MAX);
+        ug__text_put(o, ",\"target\":");
+        put_json_str(o, t.ptr, t.len, TARGET_SHOWN_MAX);
+        ug__text_put(o, ",\"age_ms\":%llu,\"deferred\":%s,\"streaming\":%s,\"cancel_callback\":%s}",
+                     (unsigned long long)(now - r->t_dispatch_ms),
+                     r->rstate == UG_RS_DEFERRED ? "true" : "false",
+                     r->rstate == UG_RS_STREAMING ? "true" : "false",
+                     r->cancel_fn ? "true" : "false");
+    }
+    ug__text_put(o, "}");
+}
+
+/* On the loop's thread: its part. */
+static void dump_loop(ug_server *srv, void *arg) {
+    dump_part *part = arg;
+    dump_job *job = part->job;
+    const ug__loop *lp = srv->loops[part->loop];
+    pthread_mutex_lock(&job->mu);
+    if (!job->abandoned) {
+        loop_summary *sum = &job->loops[part->loop];
+        sum->answered = 1;
+        sum->conns = lp->conns_open;
+        sum->deferred = lp->views[UG_VIEW_HANDLER];
+        sum->phase = lp->phase;
+        sum->oldest_deferred_ms =
+            lp->t_oldest_deferred_ms ? lp->now_ms - lp->t_oldest_deferred_ms : 0;
+        for (uint32_t i = 0; i < lp->slots_used && !job->conns.overflow; i++) {
+            const ug__conn *c = &lp->slots[i];
+            if (c->state == UG_CONN_FREE) continue;
+            if (job->conns_shown++) ug__text_put(&job->conns, ",");
+            put_conn(&job->conns, lp, c);
+        }
+        for (int v = 0; v < UG_VIEW_COUNT; v++) job->views.n[v] += lp->views[v];
+        job->done = part->loop + 1;
+        pthread_cond_signal(&job->cv);
+    }
+    pthread_mutex_unlock(&job->mu);
+    job_unref(job);
+}
+
+static dump_job *job_new(size_t cap) {
+    dump_job *job = ug__calloc(1, sizeof *job);
+    if (!job) return NULL;
+    job->conns.p = ug__malloc(cap);
+    pthread_condattr_t ca;
+    if (!job->conns.p || pthread_condattr_init(&ca)) goto fail;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&job->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc) goto fail;
+    pthread_mutex_init(&job->mu, NULL);
+    job->conns.cap = cap;
+    job->conns.p[0] = '\0';
+    atomic_init(&job->refs, 1);
+    return job;
+fail:
+    free(job->conns.p);
+    free(job);
+    return NULL;
+}
+
+/* Post to loop i and wait for its part until the deadline: 0, 1 if the loop has ended (it
+ * takes no posts), -ETIMEDOUT or -ENOMEM. */
+static int collect(ug_server *srv, dump_job *job, uint32_t i, const struct timespec *until) {
+    job->parts[i] = (dump_part){job, i};
+    atomic_fetch_add(&job->refs, 1);
+    int rc = ug__loop_post(srv->loops[i], dump_loop, &job->parts[i]);
+    if (rc) {
+        atomic_fetch_sub(&job->refs, 1); /* the caller still holds one: never the last */
+        return rc == -ESHUTDOWN ? 1 : rc;
+    }
+    pthread_mutex_lock(&job->mu);
+    while (job->done != i + 1 && rc == 0) rc = -pthread_cond_timedwait(&job->cv, &job->mu, until);
+    if (job->done == i + 1) rc = 0;
+    if (rc) job->abandoned = 1;
+    pthread_mutex_unlock(&job->mu);
+    return rc;
+}
+
+static const char *const gate_names[] = {
+    [UG_GATE_OPEN] = "open",
+    [UG_GATE_LAME_DUCK] = "lame_duck",
+    [UG_GATE_DRAINING] = "draining",
+    [UG_GATE_CLOSED] = "closed",
+};
+static const char *const phase_names[] = {
+    [UG_LOOP_RUNNING] = "running",
+    [UG_LOOP_DRAINING] = "draining",
+    [UG_LOOP_FORCED] = "forced",
+};
+
+static void put_holds(ug__text *o, ug_server *srv) {
+    ug__gate *g = &srv->gate;
+    pthread_mutex_lock(&g->labels_mu);
+    uint32_t total = atomic_load(&g->holds) & ~UG_HOLDS_DROPPED, labelled = 0;
+    ug__text_put(o, "\"holds\":{\"outstanding\":%u,\"labels\":{", total);
+    int n = 0;
+    for (unsigned i = 0; i < UG_HOLD_LABELS_MAX; i++) {
+        const ug__hold_label *l = &g->labels[i];
+        if (!l->count) continue;
+        if (n++) ug__text_put(o, ",");
+        put_json_str(o, l->name, strlen(l->name), UG_HOLD_LABEL_MAX);
+        ug__text_put(o, ":%u", l->count);
+        labelled += l->count;
+    }
+    pthread_mutex_unlock(&g->labels_mu);
+    ug__text_put(o, "},\"unlabelled\":%u}", total > labelled ? total - labelled : 0);
+}
+
+static void put_gate(ug__text *o, ug_server *srv, const dump_job *job) {
+    const ug__gate *g = &srv->gate;
+    uint64_t now = ug__clock_ns();
+    uint64_t close_ns = atomic_load(&g->close_ns), end_ns = atomic_load(&g->end_ns);
+    uint64_t deadline_ns = atomic_load(&g->deadline_ns);
+    int forcing = ug__gate_forcing(srv);
+    ug__text_put(o, "{\"gate\":{\"state\":\"%s\",\"loops\":%u,", gate_names[ug_server_state(srv)],
+                 srv->nloops);
+    put_holds(o, srv);
+    ug__text_put(o, ",\"connections\":{");
+    for (int v = UG_VIEW_NONE + 1; v < UG_VIEW_COUNT; v++)
+        ug__text_put(o, "%s\"%s\":%u", v > UG_VIEW_NONE + 1 ? "," : "", view_names[v],
+                     job->views.n[v]);
+    ug__text_put(o, "}");
+    if (close_ns) {
+        uint64_t until = end_ns ? end_ns : now;
+        ug__text_put(o,
+                     ",\"drain\":{\"elapsed_ms\":%llu,\"deadline_in_ms\":%lld,\"forcing\":%s,"
+                     "\"connections_at_close\":%llu}",
+                     (unsigned long long)((until - close_ns) / 1000000u),
+                     end_ns || forcing ? 0LL : (long long)(deadline_ns - now) / 1000000,
+                     forcing ? "true" : "false",
+                     (unsigned long long)atomic_load(&g->conns_at_close));
+    }
+    ug__text_put(o, "},\"loops\":[");
+    for (uint32_t i = 0; i < srv->nloops; i++) {
+        const loop_summary *l = &job->loops[i];
+        if (i) ug__text_put(o, ",");
+        if (!l->answered) {
+            ug__text_put(o, "{\"loop\":%u,\"ended\":true}", i);
+            continue;
+        }
+        ug__text_put(o,
+                     "{\"loop\":%u,\"phase\":\"%s\",\"connections\":%u,\"deferred\":%u,"
+                     "\"oldest_deferred_ms\":%llu}",
+                     i, phase_names[l->phase], l->conns, l->deferred,
+                     (unsigned long long)l->oldest_deferred_ms);
+    }
+    ug__text_put(o, "],\"connections\":[");
+}
+
+int ug_server_debug_json(ug_server *srv, char *buf, size_t cap, uint32_t timeout_ms) {
+    if (!srv || !buf || !cap) return -EINVAL;
+    if (ug__loop_thread_server == srv) return -EDEADLK;
+    if (cap > INT32_MAX) cap = INT32_MAX; /* the length is returned as an int */
+    dump_job *job = job_new(cap);
+    if (!job) return -ENOMEM;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    uint64_t ns = (uint64_t)until.tv_nsec +
+                  (uint64_t)(timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS) * 1000000u;
+    until.tv_sec += (time_t)(ns / 1000000000u);
+    until.tv_nsec = (long)(ns % 1000000000u);
+    int rc = 0;
+    for (uint32_t i = 0; i < srv->nloops && rc <= 0; i++) {
+        rc = collect(srv, job, i, &until);
+        if (rc == 1) rc = 0; /* an ended loop has no part */
+        if (rc < 0) break;
+    }
+    if (rc == 0) {
+        /* Every post has run or failed: nobody else touches the job now. */
+        ug__text o = {buf, cap, 0, 0};
+        put_gate(&o, srv, job);
+        if (job->conns.overflow)
+            o.overflow = 1;
+        else
+            ug__text_put(&o, "%s]}", job->conns.p);
+        rc = o.overflow ? -ENOSPC : (int)o.len;
+        if (o.overflow) buf[0] = '\0';
+    }
+    job_unref(job);
+    return rc;
+}
