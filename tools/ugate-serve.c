@@ -8,14 +8,19 @@
  *
  * --admin HOST:PORT starts a second, one-loop server on that address (never the public
  * one) that serves GET /metrics (ug_server_metrics of the main server, Prometheus text
- * format). It is started before the main server runs and stopped only after the main
+ * format) and GET /debug/conns (ug_server_debug_json: the gate, the drain, every
+ * connection). It is started before the main server runs and stopped only after the main
  * server's run has returned, so the drain can be watched; its own requests are not counted
  * in the main server's metrics.
+ *
+ * --access-log PATH (or - for standard output) writes one Combined Log Format line per
+ * request of the main server (ug_access_log).
  *
  * SIGTERM / SIGINT start a graceful shutdown; a second SIGINT forces the immediate variant.
  * Exit status: 0 when everything drained, 1 when the deadline forced anything, 2 on error.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 #include <ugate.h>
+#include <unistd.h>
 
 static ug_server *g_srv;
 static ug_shutdown_opts g_sd;
@@ -96,6 +102,34 @@ static ug_handler_result metrics(ug_request *req, void *user) {
         return UG_DONE;
     }
     ug_resp_send(req, 200, "text/plain; version=0.0.4; charset=utf-8", g_metrics, (size_t)n);
+    return UG_DONE;
+}
+
+/* The dump grows with the connections: the buffer grows until it fits (to a bound). */
+#define DUMP_START (64u * 1024)
+#define DUMP_MAX (256u * 1024 * 1024)
+static char *g_dump;
+static size_t g_dump_cap;
+
+static ug_handler_result debug_conns(ug_request *req, void *user) {
+    (void)user;
+    int n = -ENOSPC;
+    for (size_t cap = g_dump_cap ? g_dump_cap : DUMP_START; cap <= DUMP_MAX; cap *= 4) {
+        if (cap > g_dump_cap) {
+            char *p = realloc(g_dump, cap);
+            if (!p) break;
+            g_dump = p;
+            g_dump_cap = cap;
+        }
+        if ((n = ug_server_debug_json(g_srv, g_dump, g_dump_cap, 2000)) != -ENOSPC) break;
+    }
+    if (n < 0) {
+        char msg[128];
+        int len = snprintf(msg, sizeof msg, "debug dump failed: %s\n", strerror(-n));
+        ug_resp_send(req, 503, "text/plain", msg, (size_t)len);
+        return UG_DONE;
+    }
+    ug_resp_send(req, 200, "application/json", g_dump, (size_t)n);
     return UG_DONE;
 }
 
@@ -175,9 +209,10 @@ static void usage(FILE *f) {
         "  --max-body-bytes N          request body (1048576)\n"
         "  --max-output-bytes N        unsent response bytes per connection before that\n"
         "                              client is no longer read (262144; at most 1 GiB)\n"
-        "  --admin HOST:PORT           admin listener: GET /metrics (Prometheus); off unless "
-        "given;\n"
-        "                              up until the main server has drained\n"
+        "  --admin HOST:PORT           admin listener: GET /metrics (Prometheus) and\n"
+        "                              GET /debug/conns (JSON); off unless given; up until\n"
+        "                              the main server has drained\n"
+        "  --access-log PATH|-         one Combined Log Format line per request (- : stdout)\n"
         "  --quiet                     log warnings and errors only\n"
         "  --help                      this text\n"
         "Timeouts of 0 are disabled.\n"
@@ -227,6 +262,7 @@ int main(int argc, char **argv) {
         O_THREADS,
         O_PIN,
         O_ADMIN,
+        O_ALOG,
         O_HELP
     };
     static const struct option opts[] = {
@@ -253,10 +289,11 @@ int main(int argc, char **argv) {
         {"threads", required_argument, 0, O_THREADS},
         {"pin-cpus", no_argument, 0, O_PIN},
         {"admin", required_argument, 0, O_ADMIN},
+        {"access-log", required_argument, 0, O_ALOG},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
-    const char *admin = NULL;
+    const char *admin = NULL, *access_log = NULL;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         uint32_t v = 0;
@@ -265,7 +302,7 @@ int main(int argc, char **argv) {
             continue;
         }
         if (o != O_HOST && o != O_BACKEND && o != O_QUIET && o != O_HELP && o != O_PIN &&
-            o != O_ADMIN && o != '?' && parse_u32(optarg, &v)) {
+            o != O_ADMIN && o != O_ALOG && o != '?' && parse_u32(optarg, &v)) {
             fprintf(stderr, "ugate-serve: bad number for --%s: %s\n", opts[o - O_HOST].name,
                     optarg);
             return 2;
@@ -276,6 +313,9 @@ int main(int argc, char **argv) {
             break;
         case O_ADMIN:
             admin = optarg;
+            break;
+        case O_ALOG:
+            access_log = optarg;
             break;
         case O_PORT:
             if (v > 65535) {
@@ -392,6 +432,8 @@ int main(int argc, char **argv) {
         acfg.log = quiet_log;
         if ((rc = ug_server_create(&g_admin, &acfg)) < 0 ||
             (rc = ug_route(g_admin, "GET", "/metrics", UG_ROUTE_EXACT, metrics, NULL)) < 0 ||
+            (rc = ug_route(g_admin, "GET", "/debug/conns", UG_ROUTE_EXACT, debug_conns, NULL)) <
+                0 ||
             (rc = pthread_create(&admin_thr, NULL, admin_thread, NULL) ? -EAGAIN : 0) < 0) {
             fprintf(stderr, "ugate-serve: admin listener on %s: %s\n", admin, strerror(-rc));
             ug_server_free(g_admin);
@@ -407,6 +449,19 @@ int main(int argc, char **argv) {
         ug_server_free(g_srv);
         return 2;
     }
+    ug_access_log *alog = NULL;
+    int alog_fd = -1;
+    if (access_log) {
+        alog_fd = strcmp(access_log, "-")
+                      ? open(access_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)
+                      : STDOUT_FILENO;
+        if (alog_fd < 0 || (rc = ug_access_log_create(&alog, g_srv, alog_fd)) < 0) {
+            fprintf(stderr, "ugate-serve: access log %s: %s\n", access_log,
+                    strerror(alog_fd < 0 ? errno : -rc));
+            ug_server_free(g_srv);
+            return 2;
+        }
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -419,10 +474,20 @@ int main(int argc, char **argv) {
            strchr(cfg.host, ':') ? "[" : "", cfg.host, strchr(cfg.host, ':') ? "]" : "",
            ug_server_port(g_srv), ug_server_backend(g_srv), ug_server_loops(g_srv),
            ug_server_loops(g_srv) == 1 ? "" : "s");
-    if (g_admin) printf("ugate-serve admin: GET /metrics on port %u\n", ug_server_port(g_admin));
+    if (g_admin)
+        printf("ugate-serve admin: GET /metrics and /debug/conns on port %u\n",
+               ug_server_port(g_admin));
     fflush(stdout);
     ug_report rep;
     rc = ug_server_run(g_srv, &rep);
+    if (alog) { /* the rest of its lines, before anything is freed */
+        uint64_t dropped = ug_access_log_dropped(alog);
+        int lrc = ug_access_log_free(alog);
+        if (lrc || dropped)
+            fprintf(stderr, "ugate-serve: access log: %s, %llu line(s) dropped\n",
+                    lrc ? strerror(-lrc) : "written", (unsigned long long)dropped);
+        if (alog_fd != STDOUT_FILENO) close(alog_fd);
+    }
     ug_stats st;
     ug_server_stats(g_srv, &st);
     fprintf(stderr,
@@ -447,6 +512,7 @@ int main(int argc, char **argv) {
         ug_server_shutdown(g_admin, &aso);
         pthread_join(admin_thr, NULL);
         ug_server_free(g_admin);
+        free(g_dump);
     }
     ug_server_free(g_srv);
     if (rc < 0) {
