@@ -433,12 +433,13 @@ int ug_server_release(ug_server *srv);
 #define UG_HOLD_LABELS_MAX 32
 /** ug_server_hold with a label saying what holds the drain open ("flush-queue"): the live
  *  dump lists the outstanding holds by label, and the deadline logs one line per label it
- *  drops. label is copied. Any thread. Returns what ug_server_hold does, or -EINVAL (NULL
- *  or empty label), -ENOSPC with UG_HOLD_LABELS_MAX other labels outstanding. Not for a
- *  hot path: it takes a mutex. */
+ *  drops. label is copied. Any loop's thread, as ug_server_hold. Returns what
+ *  ug_server_hold does, or -EINVAL (NULL or empty label), -ENOSPC with UG_HOLD_LABELS_MAX
+ *  other labels outstanding. Not for a hot path: it takes a mutex. */
 int ug_server_hold_label(ug_server *srv, const char *label);
-/** Give back one hold taken with that label. Any thread. 0, or -EINVAL if no hold with that
- *  label is outstanding (or the deadline has dropped it). */
+/** Give back one hold taken with that label (not with ug_server_release, which would leave
+ *  the label listed). Any loop's thread. 0, or -EINVAL if no hold with that label is
+ *  outstanding (or the deadline has dropped it). */
 int ug_server_release_label(ug_server *srv, const char *label);
 
 /** Ask the server to shut down. Any thread, and async-signal-safe: it only stores to atomics
@@ -491,8 +492,10 @@ int ug_server_on_conn_state(ug_server *srv, ug_conn_state_fn fn, void *user);
 
 /** How a request ended. */
 typedef enum ug_request_end {
-    UG_END_ANSWERED = 0, /**< its response was complete (the handler's, or the core's 404,
-                              405 or 500) */
+    UG_END_ANSWERED = 0, /**< its response was queued whole (the handler's, or the core's
+                              404, 405 or 500), or cut short and the connection closed (a
+                              handler that returned UG_DONE mid-stream); queued, not
+                              necessarily delivered */
     UG_END_REJECTED,     /**< the parser refused it (400, 408, 413, 414, 431, 501, 505) */
     UG_END_SHED,         /**< answered 503 past max_inflight */
     UG_END_TIMED_OUT,    /**< answered 503 at handler_timeout_ms */
@@ -549,7 +552,10 @@ int ug_access_log_create(ug_access_log **out, ug_server *srv, int fd);
 /** Lines dropped so far. Any thread. */
 uint64_t ug_access_log_dropped(const ug_access_log *log);
 /** Write what is buffered, stop the writer and free the log. After ug_server_run has
- *  returned and before ug_server_free. Returns 0, or the first write error (-errno). */
+ *  returned (or, if it never ran, instead of running it) and before ug_server_free. It waits
+ *  for the writer's last write: fd should be a file, or a pipe that is read. Returns 0, or
+ *  the first write error (-errno; the lines of a buffer whose write failed are counted in
+ *  ug_access_log_dropped, and writing goes on with the next). */
 int ug_access_log_free(ug_access_log *log);
 
 /* ------------------------------------------------------------------------------------------
@@ -625,11 +631,15 @@ int ug_server_loop_stats(const ug_server *srv, unsigned loop, ug_stats *out);
 
 /** The server's metrics in the Prometheus text exposition format (version 0.0.4): every
  *  field of UG_STATS_FIELDS as ugate_<metric>_total (counters) or ugate_<metric> (gauges),
- *  summed over the loops; ugate_responses_total{class="1xx".."5xx"}; ugate_gate_state
- *  {state="open|lame_duck|draining|closed"} (1 for the current state); ugate_loops. Any
- *  thread, while the loops run (each loop's counters are read without stopping it). Writes at
- *  most cap bytes to buf, NUL-terminated; returns the length without the NUL, or -ENOSPC if
- *  cap is too small (8 KiB is enough), -EINVAL for a NULL argument. */
+ *  summed over the loops; ugate_requests_total{code} (responses by status code, the codes
+ *  seen), ugate_responses_total{class="1xx".."5xx"}, ugate_connections{state},
+ *  ugate_request_duration_seconds (a histogram), ugate_requests_deferred,
+ *  ugate_oldest_deferred_age_seconds, ugate_holds, ugate_gate_state{state} (1 for the
+ *  current state), the drain's figures (ugate_drain_*) and ugate_loops; README.md says what
+ *  each means. Any thread, while the loops run (each loop's counters are read without
+ *  stopping it). Writes at most cap bytes to buf, NUL-terminated; returns the length without
+ *  the NUL, or -ENOSPC if cap is too small (about 9 KiB, and 55 bytes more per status code
+ *  seen: 40 KiB is always enough), -EINVAL for a NULL argument. */
 int ug_server_metrics(const ug_server *srv, char *buf, size_t cap);
 
 /** A live view of the server as JSON: {"gate": {...}, "loops": [...], "connections": [...]}
@@ -637,11 +647,13 @@ int ug_server_metrics(const ug_server *srv, char *buf, size_t cap);
  *  state, holds by label, time to the deadline), and one entry per connection (id, loop,
  *  peer, state, age, idle time, bytes, requests, and the request in progress if any). Each
  *  loop writes its own part on its own thread (a post), so the view of one loop is
- *  consistent; the call waits for each loop in turn, at most timeout_ms in all (0: 1000).
- *  Any thread but the server's loops' (-EDEADLK). Returns the length written to buf
- *  (NUL-terminated), -ENOSPC if cap is too small (about 300 bytes per connection), -ETIMEDOUT
- *  if a loop did not answer in time, -ENOMEM, -EINVAL. */
-int ug_server_debug_json(ug_server *srv, char *buf, size_t cap, uint32_t timeout_ms);
+ *  consistent; that costs each loop a few microseconds per connection, during which it
+ *  serves nothing. The call waits for each loop in turn, at most timeout_ms in all (0:
+ *  1000). Any thread but the server's loops' (-EDEADLK). On success *out is a malloc'd,
+ *  NUL-terminated string the caller frees, of *len bytes (len may be NULL). Returns 0,
+ *  -ETIMEDOUT if a loop did not answer in time, -ENOMEM, -EINVAL. A loop that has not
+ *  started or has ended is shown as such, without connections. */
+int ug_server_debug_json(ug_server *srv, uint32_t timeout_ms, char **out, size_t *len);
 
 #ifdef __cplusplus
 }

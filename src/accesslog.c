@@ -1,11 +1,12 @@
 /* The access log: one Combined Log Format line per request, from the completion hook.
  *
- * Each loop formats its lines into a buffer of its own (no lock on the way). A full buffer
- * is handed to the log's writer thread in exchange for the spare one, under a mutex taken
- * only for that exchange; if the writer still has the spare, the line is dropped and
- * counted, so a slow or blocked fd never blocks a loop and memory stays two buffers a loop.
- * Once a second the writer posts to each loop a request to hand over what it has, so a
- * quiet loop's lines are written within about a second too. Peer addresses are kept per
+ * Each loop formats its lines into a buffer of its own. A full buffer is handed to the log's
+ * writer thread in exchange for the spare one, without a lock: one pointer each way, each
+ * with one writer at a time (see log_loop), and an eventfd write to wake the writer (one
+ * per 64 KiB of lines). If the writer still has the spare, the line is dropped and counted,
+ * so a slow or blocked fd never blocks a loop and memory stays two buffers a loop. Once a
+ * second the writer posts to each loop a request to hand over what it has, so a quiet
+ * loop's lines are written within about a second too. Peer addresses are kept per
  * connection slot from the connection-state hook (one getpeername(2) per connection).
  */
 #include "core.h"
@@ -13,9 +14,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,13 +47,16 @@ typedef struct log_loop {
     char *cur;
     size_t len;
     int64_t date_sec;
-    char date[DATE_LEN + 1];
-    peer_str *peers;  /* by connection slot */
-    uint64_t dropped; /* relaxed stores (the loop's), loads (any thread) */
-    /* under the log's mutex */
-    char *spare;   /* NULL while the writer has it */
-    char *pending; /* handed to the writer, pending_len bytes */
-    size_t pending_len;
+    char date[DATE_LEN + 1 + 32]; /* + room for fields the compiler cannot bound */
+    peer_str *peers;              /* by connection slot */
+    uint64_t dropped;             /* relaxed stores (the loop's), loads (any thread) */
+    /* The hand-over. The loop publishes pending (release) only after taking the spare, and
+     * the writer gives a buffer back as the spare (release) only after clearing pending:
+     * so pending is NULL whenever the loop stores it, and the spare NULL whenever the writer
+     * does. */
+    _Atomic(char *) spare;   /* the writer's gift: the loop takes it (stores NULL) */
+    _Atomic(char *) pending; /* the loop's: the writer writes it out, then stores NULL */
+    size_t pending_len;      /* stored before pending is */
 } log_loop;
 
 struct ug_access_log {
@@ -58,31 +64,32 @@ struct ug_access_log {
     int fd;
     uint32_t nloops, nslots;
     pthread_t writer;
-    int writer_started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int stop;
-    int err; /* the first write error, -errno */
+    int efd; /* wakes the writer */
+    _Atomic int stop;
+    int err;       /* the writer's: the first write error, -errno */
+    uint64_t lost; /* the writer's: lines of buffers whose write failed (relaxed stores) */
     log_loop *loops;
 };
 
 /* ---------------------------------------------------------------- the loops' side ---- */
 
-/* Hand the current buffer to the writer if it has given the spare back (under the mutex). */
+static void wake_writer(ug_access_log *log) {
+    uint64_t one = 1;
+    /* EAGAIN (the counter is full) means it is awake already */
+    (void)!write(log->efd, &one, sizeof one);
+}
+
+/* Hand the current buffer to the writer if it has given the spare back. */
 static int hand_over(ug_access_log *log, log_loop *ll) {
-    int ok = 0;
-    pthread_mutex_lock(&log->mu);
-    if (ll->spare && !ll->pending) {
-        ll->pending = ll->cur;
-        ll->pending_len = ll->len;
-        ll->cur = ll->spare;
-        ll->spare = NULL;
-        ll->len = 0;
-        ok = 1;
-        pthread_cond_signal(&log->cv);
-    }
-    pthread_mutex_unlock(&log->mu);
-    return ok;
+    char *spare = atomic_load_explicit(&ll->spare, memory_order_acquire);
+    if (!spare) return 0;
+    atomic_store_explicit(&ll->spare, NULL, memory_order_relaxed);
+    ll->pending_len = ll->len;
+    atomic_store_explicit(&ll->pending, ll->cur, memory_order_release);
+    ll->cur = spare;
+    ll->len = 0;
+    wake_writer(log);
+    return 1;
 }
 
 static void append(ug_access_log *log, log_loop *ll, const char *line, size_t n) {
@@ -101,8 +108,12 @@ static size_t put_escaped(char *dst, size_t room, const char *s, size_t n, size_
     for (size_t i = 0; i < n && i < max; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f) {
+            static const char hex[] = "0123456789ABCDEF";
             if (w + 4 > room) break;
-            w += (size_t)snprintf(dst + w, 5, "\\x%02X", ch);
+            dst[w++] = '\\'; /* written by hand: no terminating NUL past the room */
+            dst[w++] = 'x';
+            dst[w++] = hex[ch >> 4];
+            dst[w++] = hex[ch & 15];
         } else {
             if (w + 1 > room) break;
             dst[w++] = (char)ch;
@@ -150,9 +161,13 @@ static void refresh_date(log_loop *ll) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     if (ts.tv_sec == ll->date_sec) return;
+    static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    strftime(ll->date, sizeof ll->date, "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    /* The month by hand: strftime's %b follows the locale, the log format does not. */
+    snprintf(ll->date, sizeof ll->date, "%02d/%s/%04d:%02d:%02d:%02d +0000", tm.tm_mday,
+             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
     ll->date_sec = ts.tv_sec;
 }
 
@@ -225,62 +240,76 @@ static int write_all(int fd, const char *p, size_t n) {
     return 0;
 }
 
-/* Write what the loops handed over, and give their buffers back (mutex held on entry and on
- * return, not during the writes). */
+static uint64_t count_lines(const char *p, size_t n) {
+    uint64_t k = 0;
+    for (const char *e = p + n; (p = memchr(p, '\n', (size_t)(e - p))); p++) k++;
+    return k;
+}
+
+/* Write one buffer; if that fails, its lines are counted as lost (and the next buffer is
+ * tried: EAGAIN on a non-blocking fd passes). */
+static void write_out(ug_access_log *log, const char *p, size_t n) {
+    int rc = write_all(log->fd, p, n);
+    if (!rc) return;
+    if (!log->err) log->err = rc;
+    UG_GAUGE_ADD(log->lost, count_lines(p, n));
+}
+
+/* Write what the loops handed over, and give their buffers back. */
 static void write_pending(ug_access_log *log) {
     for (uint32_t i = 0; i < log->nloops; i++) {
         log_loop *ll = &log->loops[i];
-        if (!ll->pending) continue;
-        char *p = ll->pending;
-        size_t n = ll->pending_len;
-        pthread_mutex_unlock(&log->mu);
-        int rc = log->err ? 0 : write_all(log->fd, p, n);
-        pthread_mutex_lock(&log->mu);
-        if (rc && !log->err) log->err = rc;
-        ll->pending = NULL;
-        ll->spare = p;
+        char *p = atomic_load_explicit(&ll->pending, memory_order_acquire);
+        if (!p) continue;
+        write_out(log, p, ll->pending_len);
+        atomic_store_explicit(&ll->pending, NULL, memory_order_relaxed);
+        atomic_store_explicit(&ll->spare, p, memory_order_release);
     }
 }
 
-static void add_ms(struct timespec *t, long ms) {
-    t->tv_nsec += ms % 1000 * 1000000L;
-    t->tv_sec += ms / 1000 + t->tv_nsec / 1000000000L;
-    t->tv_nsec %= 1000000000L;
+static uint64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void *writer_main(void *arg) {
     ug_access_log *log = arg;
-    struct timespec next;
-    clock_gettime(CLOCK_MONOTONIC, &next);
-    add_ms(&next, FLUSH_INTERVAL_MS);
-    pthread_mutex_lock(&log->mu);
-    while (!log->stop) {
+    struct pollfd pfd = {.fd = log->efd, .events = POLLIN};
+    uint64_t next_tick = mono_ms() + FLUSH_INTERVAL_MS;
+    for (;;) {
+        int stop = atomic_load_explicit(&log->stop, memory_order_acquire);
         write_pending(log);
-        if (log->stop) break;
-        if (pthread_cond_timedwait(&log->cv, &log->mu, &next) != ETIMEDOUT) continue;
-        pthread_mutex_unlock(&log->mu);
-        /* Fails once the run has returned (the loops take no posts): nothing left to ask. */
-        for (uint32_t i = 0; i < log->nloops; i++)
-            (void)ug_server_post_loop(log->srv, i, tick, &log->loops[i]);
-        pthread_mutex_lock(&log->mu);
-        add_ms(&next, FLUSH_INTERVAL_MS);
+        if (stop) break;
+        uint64_t now = mono_ms();
+        if (now >= next_tick) {
+            /* Fails once the run has returned (the loops take no posts): nothing to ask. */
+            for (uint32_t i = 0; i < log->nloops; i++)
+                (void)ug_server_post_loop(log->srv, i, tick, &log->loops[i]);
+            next_tick = now + FLUSH_INTERVAL_MS;
+            continue;
+        }
+        if (poll(&pfd, 1, (int)(next_tick - now)) > 0) {
+            uint64_t v;
+            (void)!read(log->efd, &v, sizeof v);
+        }
     }
-    write_pending(log);
-    pthread_mutex_unlock(&log->mu);
     return NULL;
 }
 
 /* ---------------------------------------------------------------- create / free ---- */
 
+/* With the writer stopped (or never started): every buffer is cur or the spare. */
 static void destroy(ug_access_log *log) {
     for (uint32_t i = 0; log->loops && i < log->nloops; i++) {
-        free(log->loops[i].cur);
-        free(log->loops[i].spare);
-        free(log->loops[i].peers);
+        log_loop *ll = &log->loops[i];
+        assert(!atomic_load(&ll->pending));
+        free(ll->cur);
+        free(atomic_load(&ll->spare));
+        free(ll->peers);
     }
     free(log->loops);
-    pthread_mutex_destroy(&log->mu);
-    pthread_cond_destroy(&log->cv);
+    if (log->efd >= 0) close(log->efd);
     free(log);
 }
 
@@ -294,25 +323,25 @@ int ug_access_log_create(ug_access_log **out, ug_server *srv, int fd) {
     log->fd = fd;
     log->nloops = srv->nloops;
     log->nslots = ug_server_conn_slots(srv);
-    log->mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-    pthread_condattr_t ca;
+    log->efd = -1;
+    atomic_init(&log->stop, 0);
     int rc = -ENOMEM;
-    if (pthread_condattr_init(&ca)) goto fail_nocv;
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    rc = -pthread_cond_init(&log->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    if (rc) goto fail_nocv;
-    rc = -ENOMEM;
+    log->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (log->efd < 0) {
+        rc = -errno;
+        goto fail;
+    }
     log->loops = ug__calloc(log->nloops, sizeof *log->loops);
     if (!log->loops) goto fail;
     for (uint32_t i = 0; i < log->nloops; i++) {
         log_loop *ll = &log->loops[i];
         ll->log = log;
         ll->cur = ug__malloc(LOG_BUF_SIZE);
-        ll->spare = ug__malloc(LOG_BUF_SIZE);
+        atomic_init(&ll->spare, ug__malloc(LOG_BUF_SIZE));
+        atomic_init(&ll->pending, NULL);
         ll->peers = ug__calloc(log->nslots, sizeof *ll->peers); /* touched as slots are used */
         ll->date_sec = -1;
-        if (!ll->cur || !ll->spare || !ll->peers) goto fail;
+        if (!ll->cur || !atomic_load(&ll->spare) || !ll->peers) goto fail;
     }
     if ((rc = ug_server_on_conn_state(srv, on_conn, log)) != 0) goto fail;
     if ((rc = ug_server_on_complete(srv, on_complete, log)) != 0) goto fail_hooked;
@@ -324,31 +353,25 @@ fail_hooked:
 fail:
     destroy(log);
     return rc;
-fail_nocv:
-    pthread_mutex_destroy(&log->mu);
-    free(log);
-    return rc;
 }
 
 uint64_t ug_access_log_dropped(const ug_access_log *log) {
-    uint64_t n = 0;
+    uint64_t n = UG_GAUGE_GET(log->lost);
     for (uint32_t i = 0; i < log->nloops; i++) n += UG_GAUGE_GET(log->loops[i].dropped);
     return n;
 }
 
 int ug_access_log_free(ug_access_log *log) {
     if (!log) return 0;
-    pthread_mutex_lock(&log->mu);
-    log->stop = 1;
-    pthread_cond_signal(&log->cv);
-    pthread_mutex_unlock(&log->mu);
+    atomic_store_explicit(&log->stop, 1, memory_order_release);
+    wake_writer(log);
     pthread_join(log->writer, NULL);
     /* The run has returned: the loops' own buffers are nobody else's now. */
-    int rc = log->err;
     for (uint32_t i = 0; i < log->nloops; i++) {
         log_loop *ll = &log->loops[i];
-        if (ll->len && !rc) rc = write_all(log->fd, ll->cur, ll->len);
+        if (ll->len) write_out(log, ll->cur, ll->len);
     }
+    int rc = log->err;
     ug__server_unhook(log->srv, log);
     destroy(log);
     return rc;

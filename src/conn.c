@@ -599,10 +599,16 @@ void ug__conn_timeout(ug__loop *lp, ug__conn *c, enum ug__tq q) {
         if (ctx && ctx->in.len > ctx->in_off && !ug__request_live(ctx)) {
             ctx->head = 0;
             ctx->keep_alive = 0;
+            if (!ctx->parsing) { /* not begun (backpressure): no view of an older request */
+                ug__http_req_init(&ctx->http, lp->limits, ctx->headers);
+                ctx->status = 0;
+                ctx->t_start_ns = lp->now_ns;
+            }
+            UG_STAT_INC(lp, requests);
+            /* Before the input is dropped: the hooks read the request's views from it. */
+            rejected(lp, c, 408);
             ctx->parsing = 0;
             ctx->in_off = ctx->in.len;
-            UG_STAT_INC(lp, requests);
-            rejected(lp, c, 408);
             ug__mark_dirty(lp, c);
         } else {
             begin_linger(lp, c);

@@ -413,6 +413,7 @@ struct ug__loop {
     uint8_t phase;        /* ug__loop_phase */
     uint8_t forced;       /* it forced connections (or holds): the run returns 1 */
     _Atomic int ended;    /* its run returned or failed: loop 0 hands it nothing more */
+    _Atomic int started;  /* its run has begun: it takes posts (ug_server_debug_json) */
     uint8_t wake_pending; /* loop 0: this loop has connections in its inbox to wake it for */
     ug__inbox inbox;
     _Atomic(ug__post *) posts;

@@ -5,7 +5,8 @@
  * with UG_FAULT_INJECTION) adds two hooks so that a test can fail any allocation the library
  * makes and run the core on a virtual clock: that is how the fault-injection suite and the
  * connection fuzzer reach every error path deterministically. The hooks are process-wide and
- * exist only in that build; the installed library keeps no global mutable state. */
+ * exist only in that build; the installed library keeps no global mutable state (its one
+ * thread-local says which server's loop runs on a thread: ug__loop_thread_server). */
 #ifndef UG_FAULT_H
 #define UG_FAULT_H
 

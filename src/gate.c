@@ -173,18 +173,23 @@ static void drop_holds(ug__loop *lp) {
     ug_server *srv = lp->srv;
     ug__gate *g = &srv->gate;
     /* Under the labels' mutex: a labelled hold is counted and labelled in one step. */
+    ug__hold_label dropped[UG_HOLD_LABELS_MAX]; /* logged after the unlock: the log sink may
+                                                   take a hold itself */
+    unsigned ndropped = 0;
     pthread_mutex_lock(&g->labels_mu);
     uint32_t h = atomic_exchange(&g->holds, UG_HOLDS_DROPPED) & ~UG_HOLDS_DROPPED;
     uint32_t labelled = 0;
     for (unsigned i = 0; i < UG_HOLD_LABELS_MAX; i++) {
         ug__hold_label *l = &g->labels[i];
         if (!l->count) continue;
-        ug__log(srv, UG_LOG_WARN, "drain deadline: dropped hold \"%s\" (%u outstanding)", l->name,
-                l->count);
+        dropped[ndropped++] = *l;
         labelled += l->count;
         l->count = 0;
     }
     pthread_mutex_unlock(&g->labels_mu);
+    for (unsigned i = 0; i < ndropped; i++)
+        ug__log(srv, UG_LOG_WARN, "drain deadline: dropped hold \"%s\" (%u outstanding)",
+                dropped[i].name, dropped[i].count);
     if (h > labelled)
         ug__log(srv, UG_LOG_WARN, "drain deadline: dropped %u unlabelled hold(s)", h - labelled);
     if (h) {

@@ -265,6 +265,7 @@ _Thread_local const ug_server *ug__loop_thread_server;
 int ug__loop_run(ug__loop *lp) {
     int rc = 0;
     ug__loop_thread_server = lp->srv;
+    atomic_store_explicit(&lp->started, 1, memory_order_release);
     update_time(lp);
     if (lp->index == 0 && (rc = ug__listener_start(lp)) < 0) {
         ug__log(lp->srv, UG_LOG_ERROR, "cannot arm the accept: %s", strerror(-rc));

@@ -84,7 +84,8 @@ static void loop_metrics(const ug_server *srv, metrics_out *o) {
     put(o, "ugate_requests_deferred %llu\n", (unsigned long long)deferred);
     uint64_t now_ms = ug__clock_ns() / 1000000u;
     family(o, "oldest_deferred_age_seconds", "gauge",
-           "Age of the oldest request deferred by its handler (0 if none).");
+           "Age of the oldest request deferred by its handler and waiting only for it (0 if "
+           "none).");
     put(o, "ugate_oldest_deferred_age_seconds %.3f\n",
         oldest_ms && now_ms > oldest_ms ? (double)(now_ms - oldest_ms) / 1e3 : 0.0);
 }

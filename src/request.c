@@ -279,8 +279,13 @@ void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
         .bytes_out = ctx->status ? queued - ctx->resp_base : 0,
         .duration_ns = ns,
     };
+    /* While the hooks run, the request cannot be answered (nor found): they are told how it
+     * ended, and a second answer would be a second report. */
+    uint8_t rstate = ctx->rstate;
+    ctx->rstate = UG_RS_ANSWERED;
     for (size_t i = 0; i < srv->ndone_hooks; i++)
         srv->done_hooks[i].fn(ctx, &info, srv->done_hooks[i].user);
+    ctx->rstate = rstate;
 }
 
 /* ---------------------------------------------------------------- request API ---- */

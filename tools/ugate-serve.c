@@ -105,31 +105,20 @@ static ug_handler_result metrics(ug_request *req, void *user) {
     return UG_DONE;
 }
 
-/* The dump grows with the connections: the buffer grows until it fits (to a bound). */
-#define DUMP_START (64u * 1024)
-#define DUMP_MAX (256u * 1024 * 1024)
-static char *g_dump;
-static size_t g_dump_cap;
-
 static ug_handler_result debug_conns(ug_request *req, void *user) {
     (void)user;
-    int n = -ENOSPC;
-    for (size_t cap = g_dump_cap ? g_dump_cap : DUMP_START; cap <= DUMP_MAX; cap *= 4) {
-        if (cap > g_dump_cap) {
-            char *p = realloc(g_dump, cap);
-            if (!p) break;
-            g_dump = p;
-            g_dump_cap = cap;
-        }
-        if ((n = ug_server_debug_json(g_srv, g_dump, g_dump_cap, 2000)) != -ENOSPC) break;
-    }
-    if (n < 0) {
+    char *dump = NULL;
+    size_t len = 0;
+    int rc = ug_server_debug_json(g_srv, 2000, &dump, &len);
+    if (rc < 0) {
         char msg[128];
-        int len = snprintf(msg, sizeof msg, "debug dump failed: %s\n", strerror(-n));
-        ug_resp_send(req, 503, "text/plain", msg, (size_t)len);
+        int n = snprintf(msg, sizeof msg, "debug dump failed: %s\n", strerror(-rc));
+        ug_resp_send(req, 503, "text/plain", msg, (size_t)n);
         return UG_DONE;
     }
-    ug_resp_send(req, 200, "application/json", g_dump, (size_t)n);
+    if (ug_resp_send(req, 200, "application/json", dump, len) < 0) /* copied, or refused */
+        ug_resp_send(req, 503, "text/plain", "dump too large\n", 15);
+    free(dump);
     return UG_DONE;
 }
 
@@ -415,32 +404,6 @@ int main(int argc, char **argv) {
                 strerror(-rc));
         return 2;
     }
-    pthread_t admin_thr;
-    if (admin) {
-        ug_config acfg;
-        ug_config_init(&acfg);
-        static char ahost[256];
-        if (split_host_port(admin, ahost, sizeof ahost, &acfg.port)) {
-            fprintf(stderr, "ugate-serve: --admin takes HOST:PORT, got '%s'\n", admin);
-            ug_server_free(g_srv);
-            return 2;
-        }
-        acfg.host = ahost;
-        acfg.threads = 1;
-        acfg.backend = cfg.backend;
-        acfg.max_conns = 64;
-        acfg.log = quiet_log;
-        if ((rc = ug_server_create(&g_admin, &acfg)) < 0 ||
-            (rc = ug_route(g_admin, "GET", "/metrics", UG_ROUTE_EXACT, metrics, NULL)) < 0 ||
-            (rc = ug_route(g_admin, "GET", "/debug/conns", UG_ROUTE_EXACT, debug_conns, NULL)) <
-                0 ||
-            (rc = pthread_create(&admin_thr, NULL, admin_thread, NULL) ? -EAGAIN : 0) < 0) {
-            fprintf(stderr, "ugate-serve: admin listener on %s: %s\n", admin, strerror(-rc));
-            ug_server_free(g_admin);
-            ug_server_free(g_srv);
-            return 2;
-        }
-    }
     if ((rc = ug_route(g_srv, "GET", "/", UG_ROUTE_EXACT, hello, NULL)) < 0 ||
         (rc = ug_route(g_srv, "GET", "/sleep", UG_ROUTE_EXACT, sleep_handler, NULL)) < 0 ||
         (rc = ug_route(g_srv, "POST", "/echo", UG_ROUTE_EXACT, echo, NULL)) < 0 ||
@@ -458,6 +421,35 @@ int main(int argc, char **argv) {
         if (alog_fd < 0 || (rc = ug_access_log_create(&alog, g_srv, alog_fd)) < 0) {
             fprintf(stderr, "ugate-serve: access log %s: %s\n", access_log,
                     strerror(alog_fd < 0 ? errno : -rc));
+            ug_server_free(g_srv);
+            return 2;
+        }
+    }
+    /* The admin server last: once its thread runs, it reads g_srv, which stays until then. */
+    pthread_t admin_thr;
+    if (admin) {
+        ug_config acfg;
+        ug_config_init(&acfg);
+        static char ahost[256];
+        if (split_host_port(admin, ahost, sizeof ahost, &acfg.port)) {
+            fprintf(stderr, "ugate-serve: --admin takes HOST:PORT, got '%s'\n", admin);
+            ug_access_log_free(alog);
+            ug_server_free(g_srv);
+            return 2;
+        }
+        acfg.host = ahost;
+        acfg.threads = 1;
+        acfg.backend = cfg.backend;
+        acfg.max_conns = 64;
+        acfg.log = quiet_log;
+        if ((rc = ug_server_create(&g_admin, &acfg)) < 0 ||
+            (rc = ug_route(g_admin, "GET", "/metrics", UG_ROUTE_EXACT, metrics, NULL)) < 0 ||
+            (rc = ug_route(g_admin, "GET", "/debug/conns", UG_ROUTE_EXACT, debug_conns, NULL)) <
+                0 ||
+            (rc = pthread_create(&admin_thr, NULL, admin_thread, NULL) ? -EAGAIN : 0) < 0) {
+            fprintf(stderr, "ugate-serve: admin listener on %s: %s\n", admin, strerror(-rc));
+            ug_server_free(g_admin);
+            ug_access_log_free(alog);
             ug_server_free(g_srv);
             return 2;
         }
@@ -512,7 +504,6 @@ int main(int argc, char **argv) {
         ug_server_shutdown(g_admin, &aso);
         pthread_join(admin_thr, NULL);
         ug_server_free(g_admin);
-        free(g_dump);
     }
     ug_server_free(g_srv);
     if (rc < 0) {
