@@ -642,9 +642,10 @@ int ug_server_loop_stats(const ug_server *srv, unsigned loop, ug_stats *out);
  *  seen: 40 KiB is always enough), -EINVAL for a NULL argument. */
 int ug_server_metrics(const ug_server *srv, char *buf, size_t cap);
 
-/** A live view of the server as JSON: {"gate": {...}, "loops": [...], "connections": [...]}
- *  with the gate's state, the drain's progress and what it waits for (connections by
- *  state, holds by label, time to the deadline), and one entry per connection (id, loop,
+/** A live view of the server as JSON: {"gate": {...}, "stats": {...}, "loops": [...],
+ *  "connections": [...]} with the gate's state, the drain's progress and what it waits for
+ *  (connections by state, holds by label, time to the deadline), every UG_STATS_FIELDS
+ *  counter, and one entry per connection (id, loop,
  *  peer, state, age, idle time, bytes, requests, and the request in progress if any). Each
  *  loop writes its own part on its own thread (a post), so the view of one loop is
  *  consistent; that costs each loop a few microseconds per connection, during which it

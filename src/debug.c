@@ -298,6 +298,16 @@ static void put_gate(dyn *o, ug_server *srv, const dump_job *job) {
             (unsigned long long)(live ? (deadline_ns - now) / 1000000u : 0),
             forcing ? "true" : "false", (unsigned long long)atomic_load(&g->conns_at_close));
     }
+    put(o, "},\"stats\":{");
+    ug_stats st;
+    ug_server_stats(srv, &st);
+    /* The same table as ug_stats and the exposition: a new counter shows here too. */
+    const char *sep = "";
+#define PUT_STAT(field, kind, metric, help)                                                        \
+    put(o, "%s\"" #field "\":%llu", sep, (unsigned long long)st.field);                            \
+    sep = ",";
+    UG_STATS_FIELDS(PUT_STAT)
+#undef PUT_STAT
     put(o, "},\"loops\":[");
     for (uint32_t i = 0; i < srv->nloops; i++) {
         const loop_summary *l = &job->loops[i];

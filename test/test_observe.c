@@ -334,6 +334,9 @@ static void test_debug_dump(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(dump, "\"deferred\":true,\"streaming\":false,"
                                         "\"cancel_callback\":true"));
     CU_ASSERT_PTR_NULL(strstr(dump, "\"drain\":")); /* not before the gate closes */
+    /* The counters of ug_stats, from the same table as the exposition. */
+    CU_ASSERT_PTR_NOT_NULL(strstr(dump, "},\"stats\":{\"conns_accepted\":2,"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(dump, "\"stale_completions\":0},\"loops\":["));
     char want_id[64];
     snprintf(want_id, sizeof want_id, "\"request\":{\"id\":%llu,", (unsigned long long)id);
     CU_ASSERT_PTR_NOT_NULL(strstr(dump, want_id));
