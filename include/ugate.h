@@ -86,7 +86,10 @@ typedef struct ug_config {
     int listen_fd;           /**< -1, or an already listening socket the server takes over
                                   when ug_server_create succeeds (it sets O_NONBLOCK and will
                                   close it); if create fails it stays the caller's, open.
-                                  host/port/backlog are then ignored */
+                                  host/port/backlog are then ignored. A socket filter left on
+                                  it (a predecessor that died while its gate was closing
+                                  leaves the SYN filter) is detached. Inherited from systemd
+                                  or a predecessor: see ug_shutdown_opts.handoff */
     ug_backend_kind backend; /**< UG_BACKEND_AUTO */
     uint32_t threads;        /**< loops, one thread each; 1. UG_THREADS_AUTO: one per CPU of
                                   the affinity mask. Loop 0 accepts every connection and hands
@@ -343,6 +346,16 @@ typedef struct ug_shutdown_opts {
     uint32_t drain_delay_ms;   /**< lame-duck period before the gate closes; 0 */
     uint32_t drain_timeout_ms; /**< deadline for the drain, from the gate closing; 0 = 30000 */
     int immediate;             /**< non-zero: close every connection now (deadline 0) */
+    int handoff;               /**< non-zero: the listening socket is shared with a process
+                                    that goes on accepting (a successor, or systemd holding
+                                    a socket unit). The gate stops this server's accepts and
+                                    serves those that raced the cancel, and the drain is the
+                                    same, but the socket's queue is left to the others: no
+                                    SYN filter, no draining of the queue into this process,
+                                    only its own descriptor closed. With nobody else holding
+                                    the socket, what is queued would be reset: the default
+                                    (0) is the final close described above ug_server_run.
+                                    Never selected by itself, inherited socket or not. */
 } ug_shutdown_opts;
 
 /** What a run ended with. */
@@ -448,6 +461,12 @@ int ug_server_release_label(ug_server *srv, const char *label);
  *  immediate close even after a graceful shutdown has begun. Returns 0, or -ESHUTDOWN if the
  *  server is already CLOSED. */
 int ug_server_shutdown(ug_server *srv, const ug_shutdown_opts *opts);
+
+/** A new descriptor for the listening socket (dup, close-on-exec set), to hand to a
+ *  successor (dup2 it to the descriptor the successor expects, which clears close-on-exec)
+ *  or to keep the socket open across a restart. The caller owns it. Any thread. Returns the
+ *  descriptor, or -EBADF once the gate has closed the listener, -errno from dup. */
+int ug_server_dup_listener(ug_server *srv);
 
 /** The gate state. Any thread. */
 ug_gate_state ug_server_state(const ug_server *srv);

@@ -281,6 +281,7 @@ typedef struct ug__listener {
     uint32_t next_loop;    /* round-robin start for the hand-off */
     ug__timer retry_timer; /* reserved */
     ug__timer settle_timer;
+    pthread_mutex_t fd_mu; /* the fd's close against ug_server_dup_listener */
 } ug__listener;
 
 /* ---------------------------------------------------------------- the gate ---- */
@@ -304,6 +305,7 @@ typedef struct ug__gate {
     _Atomic int opts_claimed; /* the first ug_server_shutdown stores the options... */
     _Atomic int opts_ready;   /* ...and then says so; loop 0 waits for it */
     _Atomic uint32_t delay_ms, timeout_ms;
+    _Atomic int handoff;          /* the first shutdown's opts.handoff */
     _Atomic uint64_t deadline_ns; /* set before DRAINING is published */
     _Atomic int forcing;          /* ug__force: every loop forces its connections */
     _Atomic uint32_t holds;       /* ug_server_hold's count, | UG_HOLDS_DROPPED once dropped */
@@ -592,8 +594,9 @@ int ug__resp_continue(struct ug_request *req);
 /* sock.c: listener set-up and socket options (the connection I/O goes through the backend) */
 int ug__listen(const char *host, uint16_t port, int backlog, uint16_t *bound_port);
 int ug__sock_set_nodelay(int fd);
-int ug__sock_accept_nb(int lfd); /* accept4 non-blocking: fd, -EAGAIN, or -errno */
-int ug__sock_drop_syn(int lfd);  /* attach the SYN-dropping filter used while closing */
+int ug__sock_accept_nb(int lfd);     /* accept4 non-blocking: fd, -EAGAIN, or -errno */
+int ug__sock_drop_syn(int lfd);      /* attach the SYN-dropping filter used while closing */
+int ug__sock_detach_filter(int lfd); /* 0 also when there was none */
 int ug__sock_port(int fd, uint16_t *port);
 struct sockaddr_storage;
 int ug__sock_peer(int fd, struct sockaddr_storage *ss, uint32_t *len); /* getpeername */

@@ -87,6 +87,7 @@ int ug__gate_init(ug_server *srv) {
     atomic_init(&g->opts_ready, 0);
     atomic_init(&g->delay_ms, 0);
     atomic_init(&g->timeout_ms, DEFAULT_DRAIN_TIMEOUT_MS);
+    atomic_init(&g->handoff, 0);
     atomic_init(&g->deadline_ns, 0);
     atomic_init(&g->forcing, UG_FORCE_NONE);
     atomic_init(&g->holds, 0u);
@@ -141,6 +142,7 @@ int ug_server_shutdown(ug_server *srv, const ug_shutdown_opts *opts) {
             opts && opts->drain_timeout_ms ? opts->drain_timeout_ms : DEFAULT_DRAIN_TIMEOUT_MS;
         atomic_store(&g->delay_ms, opts ? opts->drain_delay_ms : 0);
         atomic_store(&g->timeout_ms, timeout);
+        atomic_store(&g->handoff, opts && opts->handoff);
         atomic_store_explicit(&g->opts_ready, 1, memory_order_release);
     }
     int cur = atomic_load(&g->req);

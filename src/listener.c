@@ -8,6 +8,10 @@
  * accepts may never have run in the backend), give handshakes under way gate_settle_ms,
  * take those too, and close the listener so that later clients are refused at once.
  *
+ * The hand-off close (ug_shutdown_opts.handoff) stops at the cancel's final completion: the
+ * socket is shared with a process that goes on accepting, so its queue is theirs (no filter,
+ * no draining it into this process) and only this process's descriptor is closed.
+ *
  * Every state and its transitions are here (enum ug__listener_state in core.h).
  */
 #include "core.h"
@@ -115,12 +119,20 @@ static void drain_queue(ug__loop *lp0) {
 
 /* ---------------------------------------------------------------- the close ---- */
 
-static void close_now(ug__loop *lp0) {
-    ug_server *srv = lp0->srv;
+/* The descriptor goes under fd_mu: ug_server_dup_listener never dups a number reused since. */
+static void close_fd(ug__loop *lp0) {
     ug__listener *l = L(lp0);
-    drain_queue(lp0);
+    pthread_mutex_lock(&l->fd_mu);
     lp0->be_ops->close(lp0->be, l->fd);
     l->fd = -1;
+    pthread_mutex_unlock(&l->fd_mu);
+}
+
+static void close_now(ug__loop *lp0, int drain) {
+    ug_server *srv = lp0->srv;
+    ug__listener *l = L(lp0);
+    if (drain) drain_queue(lp0);
+    close_fd(lp0);
     l->state = UG_LS_CLOSED;
     srv->report.close_us = (lp0->now_ms - srv->gate.t_close_ms) * 1000u;
     ug__log(srv, UG_LOG_INFO,
@@ -135,7 +147,7 @@ static void close_now(ug__loop *lp0) {
 
 static void settle_over(ug__timer *t, void *arg) {
     (void)t;
-    close_now(arg);
+    close_now(arg, 1);
 }
 
 /* The accept has delivered its final completion: nothing more comes from it. Closing the
@@ -148,12 +160,19 @@ static void settle_over(ug__timer *t, void *arg) {
 static void begin_close(ug__loop *lp0) {
     ug_server *srv = lp0->srv;
     ug__listener *l = L(lp0);
+    if (atomic_load(&srv->gate.handoff)) { /* the queue is the other holders' */
+        ug__log(srv, UG_LOG_INFO,
+                "gate closed by hand-off: the listening socket stays open for "
+                "the process that shares it");
+        close_now(lp0, 0);
+        return;
+    }
     int rc = ug__sock_drop_syn(l->fd);
     if (rc < 0)
         ug__log(srv, UG_LOG_WARN, "cannot filter SYNs on the listener (%s): closing at once",
                 strerror(-rc));
     if (rc < 0 || !srv->cfg.gate_settle_ms) {
-        close_now(lp0);
+        close_now(lp0, 1);
         return;
     }
     drain_queue(lp0);
@@ -190,9 +209,14 @@ int ug__listener_open(ug_server *srv) {
     const ug_config *cfg = &srv->cfg;
     atomic_init(&l->closed, 0);
     atomic_init(&l->paused, 0);
+    l->fd_mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     if (cfg->listen_fd >= 0) {
         int fl = fcntl(cfg->listen_fd, F_GETFL);
         if (fl < 0 || fcntl(cfg->listen_fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
+        /* A predecessor that died with its gate closing left its SYN filter: without this,
+         * nobody could connect. */
+        int rc = ug__sock_detach_filter(cfg->listen_fd);
+        if (rc < 0) return rc;
         if (ug__sock_port(cfg->listen_fd, &l->port) < 0) l->port = 0;
         l->fd = cfg->listen_fd;
     } else {
@@ -301,8 +325,7 @@ void ug__listener_turn(ug__loop *lp0) {
 
 void ug__listener_fail(ug__loop *lp0) {
     ug__listener *l = L(lp0);
-    if (l->fd >= 0) lp0->be_ops->close(lp0->be, l->fd);
-    l->fd = -1;
+    if (l->fd >= 0) close_fd(lp0);
     l->state = UG_LS_CLOSED;
     atomic_store_explicit(&l->closed, 1, memory_order_release);
 }
@@ -311,4 +334,15 @@ void ug__listener_close_fd(ug_server *srv) {
     ug__listener *l = &srv->listener;
     if (l->fd >= 0) close(l->fd);
     l->fd = -1;
+    pthread_mutex_destroy(&l->fd_mu);
+}
+
+int ug_server_dup_listener(ug_server *srv) {
+    if (!srv) return -EINVAL;
+    ug__listener *l = &srv->listener;
+    pthread_mutex_lock(&l->fd_mu);
+    int fd = l->fd < 0 ? -EBADF : fcntl(l->fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0 && fd != -EBADF) fd = -errno;
+    pthread_mutex_unlock(&l->fd_mu);
+    return fd;
 }

@@ -81,6 +81,12 @@ int ug__sock_drop_syn(int lfd) {
     return setsockopt(lfd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0 ? -errno : 0;
 }
 
+int ug__sock_detach_filter(int lfd) {
+    int unused = 0;
+    if (setsockopt(lfd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused) == 0) return 0;
+    return errno == ENOENT ? 0 : -errno; /* ENOENT: no filter was attached */
+}
+
 int ug__sock_port(int fd, uint16_t *port) {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
