@@ -65,7 +65,12 @@ static const char usage_text[] =
     "\n"
     "options:\n"
     "  --port N            port the server listens on (required)\n"
-    "  --signal SIG        TERM | INT | QUIT (default TERM), sent to the server process\n"
+    "  --signal SIG        TERM | INT | QUIT | USR2 (default TERM), sent to the server process\n"
+    "  --successor-ms N    the signal starts a successor that takes the port over (an in-place\n"
+    "                      upgrade, e.g. USR2): after the server exits, the load goes on N ms\n"
+    "                      against the successor (then its process group is killed), and any\n"
+    "                      attempt not completed, but for connect_err and send_fail, is a\n"
+    "                      failure: refused included (default 0: no successor)\n"
     "                      only (not its group: nginx's master forwards it to its workers);\n"
     "                      after each run whatever is left of the group is SIGKILLed\n"
     "  --runs N            repeat N runs, restarting the server each time (default 1)\n"
@@ -136,6 +141,7 @@ static struct {
     int runs;
     int ka, cpr, slow;
     int sleep_ms, think_ms, warmup_ms, max_ms, req_timeout_ms, gate_grace_ms, drain_delay_ms;
+    int successor_ms; /* an upgrade: the load goes on this long against the successor */
     bool quiet;
     const char *server_log;
     char **cmd;
@@ -560,7 +566,11 @@ static const char *const cls_name[C_NCLASS] = {
     "lost_keepalive", "truncated", "malformed",   "hung",      "after_gate",
 };
 
+/* With a successor (--successor-ms) the port must never refuse, and a connection served
+ * after the gate is the successor's, as it should be. */
 static bool cls_is_failure(int c) {
+    if (cfg.successor_ms)
+        return c != C_COMPLETED && c != C_AFTER_GATE && c != C_SEND_FAIL && c != C_CONNECT_ERR;
     return c == C_LOST_INFLIGHT || c == C_LOST_KEEPALIVE || c == C_TRUNCATED || c == C_MALFORMED ||
            c == C_HUNG || c == C_AFTER_GATE;
 }
@@ -623,6 +633,7 @@ static void note(struct worker *w, int cls, const struct conn *c, int err, int64
     w->c.n[cls]++;
     /* keep details of failures, and of the unusual non-failures (connect_err, send_fail) */
     if (cls == C_COMPLETED || cls == C_REFUSED || w->nev >= EVENTS_PER_THREAD) return;
+    if (cfg.successor_ms && cls == C_AFTER_GATE) return; /* the successor's: as it should be */
     struct event *e = &w->ev[w->nev++];
     e->cls = cls;
     e->kind = w->kind;
@@ -1062,6 +1073,8 @@ static int run_once(int run, struct result *res) {
         (void)wait_server_exit(t_exit + 5000 * NS_PER_MS);
     }
     res->exit_ms = ms_since(t_sig, t_exit);
+    /* An upgrade: the successor has the port now; it serves the load a while longer. */
+    if (cfg.successor_ms && exited) sleep_ns((int64_t)cfg.successor_ms * NS_PER_MS);
 
     /* 7. stop the load, clean up */
     atomic_store(&g_stop, 1);
@@ -1127,6 +1140,7 @@ static int parse_args(int argc, char **argv) {
         {"--req-timeout-ms", &cfg.req_timeout_ms, 1, 600000},
         {"--gate-grace-ms", &cfg.gate_grace_ms, 0, 600000},
         {"--drain-delay-ms", &cfg.drain_delay_ms, 0, 600000},
+        {"--successor-ms", &cfg.successor_ms, 0, 600000},
     };
     int i = 1;
     for (; i < argc; i++) {
@@ -1178,8 +1192,10 @@ static int parse_args(int argc, char **argv) {
                 cfg.sig = SIGINT;
             else if (strcasecmp(s, "QUIT") == 0)
                 cfg.sig = SIGQUIT;
+            else if (strcasecmp(s, "USR2") == 0)
+                cfg.sig = SIGUSR2;
             else {
-                fprintf(stderr, "ugate-probe: --signal: TERM, INT or QUIT, got '%s'\n", val);
+                fprintf(stderr, "ugate-probe: --signal: TERM, INT, QUIT or USR2, got '%s'\n", val);
                 return -1;
             }
             continue;
