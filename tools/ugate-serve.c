@@ -31,6 +31,8 @@
 #include <ugate.h>
 #include <unistd.h>
 
+#include "serve_lifecycle.h"
+
 static ug_server *g_srv;
 static ug_shutdown_opts g_sd;
 static volatile sig_atomic_t g_sigint_count;
@@ -158,6 +160,11 @@ static void on_signal(int sig) {
     ug_server_shutdown(g_srv, &g_sd);
 }
 
+static void on_sigusr2(int sig) {
+    (void)sig;
+    lc_request_upgrade();
+}
+
 static void log_line(void *user, ug_log_level lvl, const char *msg) {
     (void)user;
     static const char *names[] = {"error", "warn", "info", "debug"};
@@ -202,10 +209,17 @@ static void usage(FILE *f) {
         "                              GET /debug/conns (JSON); off unless given; up until\n"
         "                              the main server has drained\n"
         "  --access-log PATH|-         one Combined Log Format line per request (- : stdout)\n"
+        "  --pid-file PATH             the serving process's pid, written once accepting\n"
+        "  --upgrade-timeout-ms N      SIGUSR2: how long the successor has to be ready (10000)\n"
         "  --quiet                     log warnings and errors only\n"
         "  --help                      this text\n"
         "Timeouts of 0 are disabled.\n"
-        "Signals: SIGTERM/SIGINT drain gracefully; a second SIGINT closes at once.\n"
+        "Signals: SIGTERM/SIGINT drain gracefully; a second SIGINT closes at once; SIGUSR2\n"
+        "starts the executable at this one's path with the same arguments, hands it the\n"
+        "listening socket once it accepts, then drains and exits (or, if it fails, kills it\n"
+        "and goes on serving).\n"
+        "systemd: socket activation (LISTEN_FDS) and sd_notify (NOTIFY_SOCKET) are used when\n"
+        "set.\n"
         "Exit: 0 drained, 1 the deadline forced connections closed, 2 error.\n");
 }
 
@@ -252,6 +266,8 @@ int main(int argc, char **argv) {
         O_PIN,
         O_ADMIN,
         O_ALOG,
+        O_PIDF,
+        O_UPTO,
         O_HELP
     };
     static const struct option opts[] = {
@@ -279,10 +295,15 @@ int main(int argc, char **argv) {
         {"pin-cpus", no_argument, 0, O_PIN},
         {"admin", required_argument, 0, O_ADMIN},
         {"access-log", required_argument, 0, O_ALOG},
+        {"pid-file", required_argument, 0, O_PIDF},
+        {"upgrade-timeout-ms", required_argument, 0, O_UPTO},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
-    const char *admin = NULL, *access_log = NULL;
+    const char *admin = NULL, *access_log = NULL, *pid_file = NULL;
+    uint32_t upgrade_timeout_ms = 10000;
+    int listen_shared = 0;
+    int inherited = lc_init(argv, &listen_shared);
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         uint32_t v = 0;
@@ -291,7 +312,7 @@ int main(int argc, char **argv) {
             continue;
         }
         if (o != O_HOST && o != O_BACKEND && o != O_QUIET && o != O_HELP && o != O_PIN &&
-            o != O_ADMIN && o != O_ALOG && o != '?' && parse_u32(optarg, &v)) {
+            o != O_ADMIN && o != O_ALOG && o != O_PIDF && o != '?' && parse_u32(optarg, &v)) {
             fprintf(stderr, "ugate-serve: bad number for --%s: %s\n", opts[o - O_HOST].name,
                     optarg);
             return 2;
@@ -305,6 +326,12 @@ int main(int argc, char **argv) {
             break;
         case O_ALOG:
             access_log = optarg;
+            break;
+        case O_PIDF:
+            pid_file = optarg;
+            break;
+        case O_UPTO:
+            upgrade_timeout_ms = v ? v : 1;
             break;
         case O_PORT:
             if (v > 65535) {
@@ -398,6 +425,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (inherited >= 0) cfg.listen_fd = inherited; /* systemd's, or a predecessor's */
+    g_sd.handoff = listen_shared; /* systemd keeps the socket: its queue is not ours to take */
     int rc = ug_server_create(&g_srv, &cfg);
     if (rc < 0) {
         fprintf(stderr, "ugate-serve: cannot start on %s:%u: %s\n", cfg.host, cfg.port,
@@ -461,7 +490,17 @@ int main(int argc, char **argv) {
     sa.sa_flags = SA_RESTART;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_sigusr2;
+    sigaction(SIGUSR2, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    lc_opts lo = {.pid_file = pid_file,
+                  .upgrade_timeout_ms = upgrade_timeout_ms,
+                  .drain_timeout_ms = g_sd.drain_timeout_ms ? g_sd.drain_timeout_ms : 30000,
+                  .argv = argv};
+    if ((rc = lc_start(g_srv, &lo)) < 0) {
+        fprintf(stderr, "ugate-serve: cannot start the supervisor: %s\n", strerror(-rc));
+        return 2;
+    }
     printf("ugate-serve listening on http://%s%s%s:%u/ (backend %s, %u loop%s)\n",
            strchr(cfg.host, ':') ? "[" : "", cfg.host, strchr(cfg.host, ':') ? "]" : "",
            ug_server_port(g_srv), ug_server_backend(g_srv), ug_server_loops(g_srv),
@@ -472,6 +511,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
     ug_report rep;
     rc = ug_server_run(g_srv, &rep);
+    if (lc_finish()) fprintf(stderr, "ugate-serve: the successor serves on; this process exits\n");
     if (alog) { /* the rest of its lines, before anything is freed */
         uint64_t dropped = ug_access_log_dropped(alog);
         int lrc = ug_access_log_free(alog);
