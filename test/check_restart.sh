@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ugate-serve restarts (loopback only; every wait bounded):
-#   1. in-place upgrade under load: ugate-probe sends SIGUSR2 mid-load, the successor takes the
-#      port over, the old process drains and exits 0; the load goes on against the successor;
-#      nothing refused, lost, truncated or hung (5 runs);
+#   1. five in-place upgrades in a row under load: ugate-probe sends SIGUSR2 mid-load, each
+#      successor takes the port over and is upgraded in turn, every old process drains and
+#      exits 0; nothing refused, lost, truncated or hung, no connect over 0.5 s; then three
+#      restarts on a socket the probe holds (socket activation): the same;
 #   2. rollback: a successor that exits at once, and one that never reports ready, are
 #      killed; the old process serves on, its pid file unchanged;
 #   3. a second SIGUSR2 during an upgrade is logged and ignored; the upgrade completes and
@@ -45,17 +46,24 @@ fi
 kill -TERM "$spid"
 wait "$spid"
 
-# 1. the upgrade under load
-out=$("$probe" --port "$port" --signal USR2 --successor-ms 500 --runs 5 --quiet \
-    --server-log "$dir/probe.log" -- "$bin" --backend "$backend" --port "$port" --threads 2) ||
-    fail "upgrade under load: $(tail -1 <<<"$out")"
+# 1. five upgrades in a row under load, then three restarts on a held socket
+out=$("$probe" --port "$port" --signal USR2 --successor-ms 300 --upgrades 5 --pid-file "$dir/ppid" \
+    --quiet --server-log "$dir/probe.log" -- "$bin" --backend "$backend" --port "$port" \
+    --threads 2 --pid-file "$dir/ppid") || fail "upgrades under load: $(tail -1 <<<"$out")"
 total=$(tail -1 <<<"$out")
-[[ $total == *" refused=0 "* && $total == *" nonzero_exits=0 "* && $total == *" killed=0 "* ]] ||
-    fail "upgrade under load: $total"
-grep -q "is accepting; handing over" "$dir/probe.log" || fail "no hand-over in the log"
-
-# 2. rollback (once the probe's last successor, killed with its process group, is gone)
+[[ $total == *" refused=0 "* && $total == *" slow_connect=0 "* && $total == *" nonzero_exits=0 "* &&
+    $total == *" killed=0 "* ]] || fail "upgrades under load: $total"
+[ "$(grep -c "is accepting; handing over" "$dir/probe.log")" -eq 5 ] || fail "not 5 hand-overs"
 free_port() { ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+wait_for free_port || fail "the port is still taken after the probe"
+out=$("$probe" --port "$port" --signal TERM --successor-ms 300 --upgrades 3 --hold-socket \
+    --quiet --server-log "$dir/probe.log" -- "$bin" --backend "$backend" --threads 2) ||
+    fail "restarts on a held socket: $(tail -1 <<<"$out")"
+held=$(tail -1 <<<"$out")
+[[ $held == *" refused=0 "* && $held == *" slow_connect=0 "* && $held == *" nonzero_exits=0 "* ]] ||
+    fail "restarts on a held socket: $held"
+
+# 2. rollback (once the probe's last instance, killed with its process group, is gone)
 wait_for free_port || fail "the port is still taken after the probe"
 "$bin" --backend "$backend" --port "$port" --threads 2 --pid-file "$dir/pid" \
     --upgrade-timeout-ms 1000 >>"$dir/log" 2>&1 &
@@ -127,4 +135,4 @@ EOF
 else
     activation="socket activation skipped (no systemd-socket-activate or python3)"
 fi
-echo "check_restart ($backend): upgrade under load ($total); rollback twice; second SIGUSR2 ignored; $activation"
+echo "check_restart ($backend): 5 upgrades in a row under load ($total); 3 restarts on a held socket ($held); rollback twice; second SIGUSR2 ignored; $activation"

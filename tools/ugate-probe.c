@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -70,7 +71,16 @@ static const char usage_text[] =
     "                      upgrade, e.g. USR2): after the server exits, the load goes on N ms\n"
     "                      against the successor (then its process group is killed), and any\n"
     "                      attempt not completed, but for connect_err and send_fail, is a\n"
-    "                      failure: refused included (default 0: no successor)\n"
+    "                      failure: refused included, and so is a connect over 500 ms\n"
+    "                      (slow_connect) (default 0: no successor)\n"
+    "  --upgrades N        with --successor-ms: N signals in a row, each to the instance the\n"
+    "                      last one started (found with --pid-file), every one expected to\n"
+    "                      exit 0 (default 1)\n"
+    "  --pid-file PATH     where the serving instance writes its pid (ugate-serve --pid-file)\n"
+    "  --hold-socket       restarts instead of upgrades: the probe binds the port and holds\n"
+    "                      the socket, hands it to each instance as systemd would (fd 3,\n"
+    "                      LISTEN_FDS=1, LISTEN_PID) and starts the next one as soon as the\n"
+    "                      last exits; connects meanwhile queue in the held socket\n"
     "                      only (not its group: nginx's master forwards it to its workers);\n"
     "                      after each run whatever is left of the group is SIGKILLed\n"
     "  --runs N            repeat N runs, restarting the server each time (default 1)\n"
@@ -142,6 +152,9 @@ static struct {
     int ka, cpr, slow;
     int sleep_ms, think_ms, warmup_ms, max_ms, req_timeout_ms, gate_grace_ms, drain_delay_ms;
     int successor_ms; /* an upgrade: the load goes on this long against the successor */
+    int upgrades;     /* in a row: each successor is signalled in turn (--pid-file finds it) */
+    int hold_socket;  /* restarts: the probe holds the socket and starts each instance on it */
+    const char *pid_file;
     bool quiet;
     const char *server_log;
     char **cmd;
@@ -159,6 +172,7 @@ static struct {
     .req_timeout_ms = 6000,
     .gate_grace_ms = 50,
     .drain_delay_ms = 0,
+    .upgrades = 1,
     .quiet = false,
     .server_log = "/dev/null",
     .cmd = NULL,
@@ -581,9 +595,13 @@ struct counts {
     uint64_t reconnects;       /* reused connection seen closed before sending: not an attempt */
     uint64_t open_at_signal;   /* requests written before the signal and still open at it */
     uint64_t answered_late;    /* complete responses to requests written after the signal */
+    uint64_t slow_connects;    /* connects (refused or not) that took over SLOW_CONNECT_MS */
     uint64_t first_refuse_set; /* 1 if first_refuse_ns is valid */
     int64_t first_refuse_ns;
 };
+
+/* A connect this slow waited for a SYN retransmission (or a full backlog): a client sees it. */
+#define SLOW_CONNECT_MS 500
 
 enum kind { K_KA, K_CPR, K_SLOW };
 static const char *const kind_name[] = {"ka", "cpr", "slow"};
@@ -668,6 +686,7 @@ static int attempt(struct worker *w, struct conn *c, const char *req, size_t req
         if (atomic_load(&g_stop)) return -1;
         c->t_connect = now_ns();
         int fd = connect_loopback(deadline);
+        if (now_ns() - c->t_connect > (int64_t)SLOW_CONNECT_MS * NS_PER_MS) w->c.slow_connects++;
         if (fd < 0) {
             int cls = fd == -ECONNREFUSED ? C_REFUSED : C_CONNECT_ERR;
             if (cls == C_REFUSED) {
@@ -779,7 +798,50 @@ static void *worker_main(void *arg) {
 static pid_t g_child = -1;
 static int g_pidfd = -1;
 
-static int spawn_server(void) {
+/* --hold-socket: the listening socket the probe keeps open across the server's restarts,
+ * handed to each instance as systemd would (descriptor 3, LISTEN_FDS=1, LISTEN_PID). */
+static int g_hold_fd = -1;
+static char **g_envp;
+#define PID_DIGITS 10
+static char g_listen_pid[sizeof "LISTEN_PID=" + PID_DIGITS];
+
+static int hold_socket_open(void) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)cfg.port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 4096) < 0) {
+        fprintf(stderr, "ugate-probe: --hold-socket: 127.0.0.1:%d: %s\n", cfg.port,
+                strerror(errno));
+        return -1;
+    }
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n]) n++;
+    g_envp = calloc(n + 3, sizeof *g_envp);
+    if (!g_envp) return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "LISTEN_", 7)) g_envp[k++] = environ[i];
+    snprintf(g_listen_pid, sizeof g_listen_pid, "LISTEN_PID=%0*d", PID_DIGITS, 0);
+    g_envp[k++] = "LISTEN_FDS=1";
+    g_envp[k++] = g_listen_pid;
+    g_hold_fd = fd;
+    return 0;
+}
+
+/* In the child: the held socket at 3 and its pid in LISTEN_PID (async-signal-safe only). */
+static void pass_held_socket(void) {
+    char *d = g_listen_pid + sizeof "LISTEN_PID=" - 1;
+    unsigned long pid = (unsigned long)getpid();
+    for (int i = PID_DIGITS - 1; i >= 0; i--, pid /= 10) d[i] = (char)('0' + pid % 10);
+    int tmp = fcntl(g_hold_fd, F_DUPFD_CLOEXEC, 64);
+    if (tmp < 0 || dup2(tmp, 3) < 0) _exit(126);
+}
+
+static int spawn_instance(pid_t *out) {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0) return -errno;
     int logfd = open(cfg.server_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -810,6 +872,10 @@ static int spawn_server(void) {
         if (nullfd >= 0) dup2(nullfd, 0);
         dup2(logfd, 1);
         dup2(logfd, 2);
+        if (g_hold_fd >= 0) {
+            pass_held_socket();
+            execvpe(cfg.cmd[0], cfg.cmd, g_envp);
+        }
         execvp(cfg.cmd[0], cfg.cmd);
         int e = errno;
         ssize_t wr = write(pfd[1], &e, sizeof e);
@@ -826,17 +892,25 @@ static int spawn_server(void) {
         n = read(pfd[0], &e, sizeof e);
     } while (n < 0 && errno == EINTR);
     close(pfd[0]);
+    *out = pid;
+    if (n == (ssize_t)sizeof e) {
+        fprintf(stderr, "ugate-probe: cannot execute %s: %s\n", cfg.cmd[0], strerror(e));
+        return -e;
+    }
+    return 0;
+}
+
+static int spawn_server(void) {
+    pid_t pid = -1;
+    int rc = spawn_instance(&pid);
+    if (pid < 0) return rc;
     g_child = pid;
 #ifdef SYS_pidfd_open
     g_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 #else
     g_pidfd = -1;
 #endif
-    if (n == (ssize_t)sizeof e) {
-        fprintf(stderr, "ugate-probe: cannot execute %s: %s\n", cfg.cmd[0], strerror(e));
-        return -e;
-    }
-    return 0;
+    return rc;
 }
 
 /* Has the server exited? Leaves it unreaped (a zombie keeps its pid and group id ours). */
@@ -916,7 +990,9 @@ static int get_once(int timeout_ms) {
 struct result {
     struct counts c;
     int exit_code;
-    bool killed, died_early;
+    int bad_successor_exits; /* later instances (upgrades, restarts) that did not exit 0 */
+    bool killed, died_early, lost_successor;
+    double ready_ms;           /* signal to the first successor accepting (its pid file), or -1 */
     double exit_ms, refuse_ms; /* refuse_ms < 0: none */
 };
 
@@ -927,7 +1003,7 @@ static void print_line(const char *label, const struct counts *c, int exit_code,
     const char *sfx = exit_code == INT_MIN ? "_max" : ""; /* totals: maxima over the runs */
     printf("%s:", label);
     for (int i = 0; i < C_NCLASS; i++) printf(" %s=%" PRIu64, cls_name[i], c->n[i]);
-    printf(" non2xx=%" PRIu64, c->non2xx);
+    printf(" non2xx=%" PRIu64 " slow_connect=%" PRIu64, c->non2xx, c->slow_connects);
     if (exit_code != INT_MIN) printf(" exit=%d", exit_code);
     printf(" exit_ms%s=%.1f", sfx, exit_ms);
     if (refuse_ms < 0)
@@ -960,14 +1036,80 @@ static void report_events(int nthreads, int64_t sig) {
     if (printed < total) logf_("    ... %d more\n", total - printed);
 }
 
+/* ---- successors: upgrades and restarts in a row ---- */
+
+static pid_t read_pid_file(void) {
+    FILE *f = cfg.pid_file ? fopen(cfg.pid_file, "r") : NULL;
+    int pid = -1;
+    if (!f) return -1;
+    if (fscanf(f, "%d", &pid) != 1) pid = -1;
+    fclose(f);
+    return pid;
+}
+
+/* A successor is ours to reap: a child (--hold-socket) or adopted (we are a subreaper). */
+static bool wait_pid_exit(pid_t pid, int64_t deadline, int *status) {
+    for (;;) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid || (r < 0 && errno == ECHILD)) return true;
+        if (now_ns() > deadline) return false;
+        sleep_ns(2 * NS_PER_MS);
+    }
+}
+
+/* The instance after `old`: started here on the held socket, or the one the pid file names
+ * once it is not `old` (the upgraded process writes it when it accepts). */
+static pid_t next_instance(pid_t old) {
+    if (g_hold_fd >= 0) {
+        pid_t pid = -1;
+        return spawn_instance(&pid) == 0 ? pid : -1;
+    }
+    int64_t deadline = now_ns() + (int64_t)cfg.max_ms * NS_PER_MS;
+    for (;;) {
+        pid_t pid = read_pid_file();
+        if (pid > 0 && pid != old && kill(pid, 0) == 0) return pid;
+        if (now_ns() > deadline) return -1;
+        sleep_ns(2 * NS_PER_MS);
+    }
+}
+
+/* After the first instance exited: each next one serves the load --successor-ms, then is
+ * signalled in turn, until --upgrades instances have been signalled. The last one, left
+ * running, is returned for the clean-up. */
+static pid_t successors(int run, struct result *res) {
+    pid_t old = g_child, cur = -1;
+    for (int u = 1;; u++) {
+        cur = next_instance(old);
+        if (u == 1 && cur > 0) res->ready_ms = ms_since(atomic_load(&g_sig_ns), now_ns());
+        if (cur <= 0) {
+            res->lost_successor = true;
+            logf_("run %d: no successor after signal %d\n", run, u);
+            return -1;
+        }
+        sleep_ns((int64_t)cfg.successor_ms * NS_PER_MS);
+        if (u == cfg.upgrades) return cur;
+        if (kill(cur, cfg.sig) < 0) logf_("run %d: kill %d: %s\n", run, (int)cur, strerror(errno));
+        int st = 0;
+        if (!wait_pid_exit(cur, now_ns() + (int64_t)cfg.max_ms * NS_PER_MS, &st)) {
+            res->killed = true;
+            (void)kill(cur, SIGKILL);
+            (void)wait_pid_exit(cur, now_ns() + 5000 * NS_PER_MS, &st);
+            logf_("run %d: instance %d still running %d ms after the signal: SIGKILLed\n", run,
+                  (int)cur, cfg.max_ms);
+        }
+        if (exit_code(st) != 0) res->bad_successor_exits++;
+        old = cur;
+    }
+}
+
 /* Returns 0, or -1 on a setup error (already reported). */
 static int run_once(int run, struct result *res) {
     memset(res, 0, sizeof *res);
     res->refuse_ms = -1;
 
-    /* 1. nothing may answer on the port yet */
+    /* 1. nothing may answer on the port yet (with --hold-socket it is ours, and queues) */
     int64_t t_free = now_ns() + 3000 * NS_PER_MS;
-    for (;;) {
+    for (; g_hold_fd < 0;) {
         int64_t d = now_ns() + 200 * NS_PER_MS;
         int fd = connect_loopback(d);
         if (fd == -ECONNREFUSED) break;
@@ -1016,7 +1158,8 @@ static int run_once(int run, struct result *res) {
     int nthreads = cfg.ka + cfg.cpr + cfg.slow;
     int64_t t_load = now_ns();
     int64_t hard_end =
-        t_load + (int64_t)(cfg.warmup_ms + cfg.max_ms + 2 * cfg.req_timeout_ms + 5000) * NS_PER_MS;
+        t_load + (int64_t)(cfg.warmup_ms + cfg.max_ms + 2 * cfg.req_timeout_ms + 5000) * NS_PER_MS +
+        (int64_t)(cfg.upgrades - 1) * (cfg.max_ms + cfg.successor_ms) * NS_PER_MS;
     int started = 0;
     for (int t = 0; t < nthreads; t++) {
         struct worker *w = &g_workers[t];
@@ -1073,18 +1216,28 @@ static int run_once(int run, struct result *res) {
         (void)wait_server_exit(t_exit + 5000 * NS_PER_MS);
     }
     res->exit_ms = ms_since(t_sig, t_exit);
-    /* An upgrade: the successor has the port now; it serves the load a while longer. */
-    if (cfg.successor_ms && exited) sleep_ns((int64_t)cfg.successor_ms * NS_PER_MS);
+    /* A successor has the port now; it serves the load a while, and with --upgrades N is
+     * itself signalled in turn, N times in a row. */
+    pid_t last = -1;
+    res->ready_ms = -1;
+    if (cfg.successor_ms && exited) last = successors(run, res);
 
     /* 7. stop the load, clean up */
     atomic_store(&g_stop, 1);
     for (int t = 0; t < nthreads; t++) pthread_join(g_workers[t].th, NULL);
     res->exit_code = exit_code(reap_server());
+    if (last > 0) { /* the last successor (and its group): a child of ours, or adopted */
+        (void)kill(-last, SIGKILL);
+        (void)kill(last, SIGKILL);
+        int st;
+        (void)wait_pid_exit(last, now_ns() + 5000 * NS_PER_MS, &st);
+    }
 
     for (int t = 0; t < nthreads; t++) {
         const struct counts *c = &g_workers[t].c;
         for (int i = 0; i < C_NCLASS; i++) res->c.n[i] += c->n[i];
         res->c.non2xx += c->non2xx;
+        res->c.slow_connects += c->slow_connects;
         res->c.reconnects += c->reconnects;
         res->c.open_at_signal += c->open_at_signal;
         res->c.answered_late += c->answered_late;
@@ -1098,8 +1251,12 @@ static int run_once(int run, struct result *res) {
 
     char label[32];
     snprintf(label, sizeof label, "run %d", run);
-    print_line(label, &res->c, res->exit_code, res->exit_ms, res->refuse_ms,
-               res->killed ? " killed" : "");
+    char extra[64] = "";
+    if (cfg.successor_ms)
+        snprintf(extra, sizeof extra, " successor_ready_ms=%.1f bad_successor_exits=%d",
+                 res->ready_ms, res->bad_successor_exits);
+    if (res->killed) strcat(extra, " killed");
+    print_line(label, &res->c, res->exit_code, res->exit_ms, res->refuse_ms, extra);
     logf_("  open at the signal %" PRIu64 ", answered after the signal %" PRIu64
           ", keep-alive closes seen before sending %" PRIu64 "\n",
           res->c.open_at_signal, res->c.answered_late, res->c.reconnects);
@@ -1141,6 +1298,7 @@ static int parse_args(int argc, char **argv) {
         {"--gate-grace-ms", &cfg.gate_grace_ms, 0, 600000},
         {"--drain-delay-ms", &cfg.drain_delay_ms, 0, 600000},
         {"--successor-ms", &cfg.successor_ms, 0, 600000},
+        {"--upgrades", &cfg.upgrades, 1, 1000},
     };
     int i = 1;
     for (; i < argc; i++) {
@@ -1157,6 +1315,10 @@ static int parse_args(int argc, char **argv) {
             cfg.quiet = true;
             continue;
         }
+        if (strcmp(a, "--hold-socket") == 0) {
+            cfg.hold_socket = 1;
+            continue;
+        }
         /* --name VALUE or --name=VALUE */
         char name[64];
         const char *val = NULL;
@@ -1169,7 +1331,9 @@ static int parse_args(int argc, char **argv) {
             snprintf(name, sizeof name, "%s", a);
         }
         bool known = false;
-        if (strcmp(name, "--signal") == 0 || strcmp(name, "--server-log") == 0) known = true;
+        if (strcmp(name, "--signal") == 0 || strcmp(name, "--server-log") == 0 ||
+            strcmp(name, "--pid-file") == 0)
+            known = true;
         for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
             if (strcmp(name, ints[k].name) == 0) known = true;
         if (!known) {
@@ -1204,6 +1368,10 @@ static int parse_args(int argc, char **argv) {
             cfg.server_log = val;
             continue;
         }
+        if (strcmp(name, "--pid-file") == 0) {
+            cfg.pid_file = val;
+            continue;
+        }
         for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
             if (strcmp(name, ints[k].name) == 0 &&
                 parse_int(name, val, ints[k].lo, ints[k].hi, ints[k].val) < 0)
@@ -1222,6 +1390,15 @@ static int parse_args(int argc, char **argv) {
         fprintf(stderr, "ugate-probe: need 1..%d load threads\n", MAX_THREADS);
         return -1;
     }
+    if ((cfg.upgrades > 1 || cfg.hold_socket) && !cfg.successor_ms) {
+        fprintf(stderr, "ugate-probe: --upgrades and --hold-socket need --successor-ms\n");
+        return -1;
+    }
+    if (cfg.successor_ms && !cfg.hold_socket && !cfg.pid_file) {
+        fprintf(stderr, "ugate-probe: --successor-ms needs --pid-file (to find each successor) "
+                        "or --hold-socket\n");
+        return -1;
+    }
     if (cfg.slow > 0 && cfg.req_timeout_ms <= cfg.sleep_ms * 4 / 3) {
         fprintf(stderr, "ugate-probe: --req-timeout-ms must exceed 4/3 x --sleep-ms\n");
         return -1;
@@ -1232,6 +1409,9 @@ static int parse_args(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (parse_args(argc, argv) < 0) return 2;
     signal(SIGPIPE, SIG_IGN);
+    /* Successors outlive the process that started them: adopted here, we reap them. */
+    if (cfg.successor_ms && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) perror("ugate-probe: prctl");
+    if (cfg.hold_socket && hold_socket_open() < 0) return 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     g_workers = calloc((size_t)(cfg.ka + cfg.cpr + cfg.slow), sizeof *g_workers);
@@ -1256,6 +1436,10 @@ int main(int argc, char **argv) {
             if (cls_is_failure(i) && res.c.n[i]) failed = true;
         }
         tot.non2xx += res.c.non2xx;
+        tot.slow_connects += res.c.slow_connects;
+        if (cfg.successor_ms && res.c.slow_connects) failed = true;
+        nonzero_exits += res.bad_successor_exits;
+        if (res.lost_successor) failed = true;
         if (res.exit_ms > max_exit_ms) max_exit_ms = res.exit_ms;
         if (res.refuse_ms > max_refuse_ms) max_refuse_ms = res.refuse_ms;
         if (res.exit_code != 0) nonzero_exits++;
