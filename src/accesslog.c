@@ -67,6 +67,7 @@ struct ug_access_log {
     int efd; /* wakes the writer */
     _Atomic int stop;
     int err;       /* the writer's: the first write error, -errno */
+    int torn;      /* the writer's: the last write ended inside a line */
     uint64_t lost; /* the writer's: lines of buffers whose write failed (relaxed stores) */
     log_loop *loops;
 };
@@ -164,7 +165,7 @@ static void refresh_date(log_loop *ll) {
     static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
+    ug__gmtime(ts.tv_sec, &tm); /* gmtime_r would take glibc's time zone lock */
     /* The month by hand: strftime's %b follows the locale, the log format does not. */
     snprintf(ll->date, sizeof ll->date, "%02d/%s/%04d:%02d:%02d:%02d +0000", tm.tm_mday,
              months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
@@ -196,7 +197,9 @@ static void on_complete(const ug_request *req, const ug_completion *info, void *
     field(&l, m.len ? ug_req_header(req, "Referer") : (ug_str){NULL, 0}, HEADER_LOGGED_MAX);
     lit(&l, "\" \"");
     field(&l, m.len ? ug_req_header(req, "User-Agent") : (ug_str){NULL, 0}, HEADER_LOGGED_MAX);
-    fmt(&l, "\" %.3f", (double)info->duration_ns / 1e9);
+    /* integers: %f would follow LC_NUMERIC (a decimal comma) */
+    fmt(&l, "\" %llu.%03llu", (unsigned long long)(info->duration_ns / 1000000000u),
+        (unsigned long long)(info->duration_ns % 1000000000u / 1000000u));
     if (l.len > sizeof l.p - 1) l.len = sizeof l.p - 1;
     l.p[l.len++] = '\n';
     append(log, ll, l.p, l.len);
@@ -227,15 +230,16 @@ static void tick(ug_server *srv, void *user) {
 
 /* ---------------------------------------------------------------- the writer ---- */
 
-static int write_all(int fd, const char *p, size_t n) {
-    while (n) {
-        ssize_t w = write(fd, p, n);
+/* 0, or -errno with *done the bytes written before the error. */
+static int write_all(int fd, const char *p, size_t n, size_t *done) {
+    *done = 0;
+    while (*done < n) {
+        ssize_t w = write(fd, p + *done, n - *done);
         if (w < 0) {
             if (errno == EINTR) continue;
             return -errno;
         }
-        p += w;
-        n -= (size_t)w;
+        *done += (size_t)w;
     }
     return 0;
 }
@@ -246,13 +250,23 @@ static uint64_t count_lines(const char *p, size_t n) {
     return k;
 }
 
-/* Write one buffer; if that fails, its lines are counted as lost (and the next buffer is
- * tried: EAGAIN on a non-blocking fd passes). */
+/* Write one buffer; if that fails, the lines not written whole are counted as lost, and the
+ * next buffer is tried (EAGAIN on a non-blocking fd passes). A line cut by the failure is
+ * ended before the next write, so it cannot run into the next line. */
 static void write_out(ug_access_log *log, const char *p, size_t n) {
-    int rc = write_all(log->fd, p, n);
+    size_t done = 0;
+    if (log->torn && write_all(log->fd, "\n", 1, &done) == 0) log->torn = 0;
+    if (log->torn) { /* still cut: this whole buffer would run into it */
+        UG_GAUGE_ADD(log->lost, count_lines(p, n));
+        return;
+    }
+    int rc = write_all(log->fd, p, n, &done);
     if (!rc) return;
     if (!log->err) log->err = rc;
-    UG_GAUGE_ADD(log->lost, count_lines(p, n));
+    const char *cut = p + done;
+    while (cut > p && cut[-1] != '\n') cut--; /* the start of the line the error cut */
+    UG_GAUGE_ADD(log->lost, count_lines(cut, n - (size_t)(cut - p)));
+    log->torn = done > 0 && p[done - 1] != '\n';
 }
 
 /* Write what the loops handed over, and give their buffers back. */
@@ -284,8 +298,9 @@ static void *writer_main(void *arg) {
         uint64_t now = mono_ms();
         if (now >= next_tick) {
             /* Fails once the run has returned (the loops take no posts): nothing to ask. */
-            for (uint32_t i = 0; i < log->nloops; i++)
-                (void)ug_server_post_loop(log->srv, i, tick, &log->loops[i]);
+            for (uint32_t i = 0; i < log->nloops; i++) /* not to a loop yet to run: they pile */
+                if (atomic_load_explicit(&log->srv->loops[i]->started, memory_order_acquire))
+                    (void)ug_server_post_loop(log->srv, i, tick, &log->loops[i]);
             next_tick = now + FLUSH_INTERVAL_MS;
             continue;
         }

@@ -588,6 +588,8 @@ void ug__router_free(ug__router *rt);
 /* response.c */
 void ug__std_hdrs_init(ug__loop *lp);
 void ug__date_refresh(ug__loop *lp, int64_t sec);
+struct tm;
+void ug__gmtime(int64_t sec, struct tm *tm); /* UTC fields, no lock (gmtime_r takes one) */
 int ug__resp_error(struct ug_request *req, int status); /* a canned response, then close */
 int ug__resp_continue(struct ug_request *req);
 

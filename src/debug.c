@@ -70,6 +70,7 @@ __attribute__((format(printf, 2, 3))) static void put(dyn *d, const char *fmt, .
 
 typedef struct loop_summary {
     int answered; /* its part was handed over (else: it had not started, or had ended) */
+    int started;  /* as collect saw it: "not_started" or "ended" when it did not answer */
     uint32_t conns, deferred;
     uint8_t phase;
     uint64_t oldest_deferred_ms;
@@ -229,7 +230,8 @@ fail:
  * or has ended (it has no part), -ETIMEDOUT or -ENOMEM. */
 static int collect(ug_server *srv, dump_job *job, uint32_t i, const struct timespec *until) {
     /* A loop that has not started would run the post only when it starts, if ever. */
-    if (!atomic_load_explicit(&srv->loops[i]->started, memory_order_acquire)) return 1;
+    job->loops[i].started = atomic_load_explicit(&srv->loops[i]->started, memory_order_acquire);
+    if (!job->loops[i].started) return 1;
     job->parts[i] = (dump_part){job, i, {0}};
     atomic_fetch_add(&job->refs, 1);
     int rc = ug__loop_post(srv->loops[i], dump_loop, &job->parts[i]);
@@ -313,8 +315,7 @@ static void put_gate(dyn *o, ug_server *srv, const dump_job *job) {
         const loop_summary *l = &job->loops[i];
         if (i) put(o, ",");
         if (!l->answered) {
-            put(o, "{\"loop\":%u,\"%s\":true}", i,
-                atomic_load(&srv->loops[i]->started) ? "ended" : "not_started");
+            put(o, "{\"loop\":%u,\"%s\":true}", i, l->started ? "ended" : "not_started");
             continue;
         }
         put(o,

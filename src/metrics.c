@@ -35,8 +35,27 @@ static void family(metrics_out *o, const char *name, const char *type, const cha
 static const double duration_bounds[UG__DURATION_NBUCKETS] = UG__DURATION_BUCKETS;
 static const char *const view_names[UG_VIEW_COUNT] = UG__VIEW_NAMES;
 
-static double seconds(uint64_t ns) {
-    return (double)ns / 1e9;
+/* Seconds from nanoseconds with `decimals` digits (1..9), by integer arithmetic: printf's %f
+ * and %g follow LC_NUMERIC, and a decimal comma is not the exposition format. */
+typedef struct secs_buf {
+    char s[UG__U64_DIGITS + 11];
+} secs_buf;
+
+static const char *secs(secs_buf *b, uint64_t ns, int decimals) {
+    uint64_t div = 1;
+    for (int i = decimals; i < 9; i++) div *= 10;
+    snprintf(b->s, sizeof b->s, "%llu.%0*llu", (unsigned long long)(ns / 1000000000u), decimals,
+             (unsigned long long)(ns % 1000000000u / div));
+    return b->s;
+}
+
+/* A bucket bound as the shortest decimal ("0.00025", "2.5", "10"). */
+static const char *le_label(secs_buf *b, uint64_t ns) {
+    secs(b, ns, 9);
+    char *end = b->s + strlen(b->s);
+    while (end[-1] == '0') *--end = '\0';
+    if (end[-1] == '.') end[-1] = '\0';
+    return b->s;
 }
 
 /* What the loops count beyond ug_stats: by code, by connection state, the histogram, the
@@ -68,16 +87,18 @@ static void loop_metrics(const ug_server *srv, metrics_out *o) {
     }
     family(o, "request_duration_seconds", "histogram",
            "From the server starting to read a request to its response's last byte queued.");
+    secs_buf sb;
     for (int b = 0; b <= UG__DURATION_NBUCKETS; b++) {
         count += buckets[b];
         if (b < UG__DURATION_NBUCKETS)
-            put(o, "ugate_request_duration_seconds_bucket{le=\"%g\"} %llu\n", duration_bounds[b],
+            put(o, "ugate_request_duration_seconds_bucket{le=\"%s\"} %llu\n",
+                le_label(&sb, (uint64_t)(duration_bounds[b] * 1e9 + 0.5)),
                 (unsigned long long)count);
         else
             put(o, "ugate_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
                 (unsigned long long)count);
     }
-    put(o, "ugate_request_duration_seconds_sum %.9f\n", seconds(sum_ns));
+    put(o, "ugate_request_duration_seconds_sum %s\n", secs(&sb, sum_ns, 9));
     put(o, "ugate_request_duration_seconds_count %llu\n", (unsigned long long)count);
     family(o, "requests_deferred", "gauge",
            "Requests deferred by their handler (UG_LATER) or streaming, now.");
@@ -86,8 +107,8 @@ static void loop_metrics(const ug_server *srv, metrics_out *o) {
     family(o, "oldest_deferred_age_seconds", "gauge",
            "Age of the oldest request deferred by its handler and waiting only for it (0 if "
            "none).");
-    put(o, "ugate_oldest_deferred_age_seconds %.3f\n",
-        oldest_ms && now_ms > oldest_ms ? (double)(now_ms - oldest_ms) / 1e3 : 0.0);
+    put(o, "ugate_oldest_deferred_age_seconds %s\n",
+        secs(&sb, oldest_ms && now_ms > oldest_ms ? (now_ms - oldest_ms) * 1000000u : 0, 3));
 }
 
 /* The drain's figures, once the gate has closed (zero before). */
@@ -102,13 +123,14 @@ static void drain_metrics(const ug_server *srv, metrics_out *o) {
     uint64_t until = end_ns ? end_ns : now_ns;
     family(o, "drain_seconds", "gauge",
            "Time since the gate closed, or the drain's length once it has ended (0 before).");
-    put(o, "ugate_drain_seconds %.3f\n",
-        close_ns && until > close_ns ? seconds(until - close_ns) : 0.0);
+    secs_buf sb;
+    put(o, "ugate_drain_seconds %s\n",
+        secs(&sb, close_ns && until > close_ns ? until - close_ns : 0, 3));
     uint64_t deadline_ns = atomic_load_explicit(&g->deadline_ns, memory_order_relaxed);
     int live = close_ns && !end_ns && !ug__gate_forcing(srv) && deadline_ns > now_ns;
     family(o, "drain_deadline_seconds", "gauge",
            "Time left until the drain deadline forces what is still open (0 if none).");
-    put(o, "ugate_drain_deadline_seconds %.3f\n", live ? seconds(deadline_ns - now_ns) : 0.0);
+    put(o, "ugate_drain_deadline_seconds %s\n", secs(&sb, live ? deadline_ns - now_ns : 0, 3));
     family(o, "drain_connections_at_close", "gauge", "Connections open when the gate closed.");
     put(o, "ugate_drain_connections_at_close %llu\n",
         (unsigned long long)atomic_load_explicit(&g->conns_at_close, memory_order_relaxed));

@@ -14,8 +14,32 @@
 
 /* The Server line is written once (ug__std_hdrs_init); the Date line after it, once a
  * second. */
+/* UTC calendar fields of a Unix time by arithmetic (H. Hinnant's civil_from_days): gmtime_r
+ * takes glibc's process-wide time zone lock, and this runs on the loops. */
+void ug__gmtime(int64_t sec, struct tm *tm) {
+    int64_t days = sec / 86400, rem = sec % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days--;
+    }
+    memset(tm, 0, sizeof *tm);
+    tm->tm_hour = (int)(rem / 3600);
+    tm->tm_min = (int)(rem % 3600 / 60);
+    tm->tm_sec = (int)(rem % 60);
+    tm->tm_wday = (int)((days % 7 + 11) % 7); /* 1970-01-01 was a Thursday (4) */
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;                                      /* [0, 146096] */
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* [0, 365] */
+    int64_t mp = (5 * doy + 2) / 153;                                    /* March = 0 */
+    int64_t month = mp < 10 ? mp + 3 : mp - 9;                           /* [1, 12] */
+    tm->tm_mday = (int)(doy - (153 * mp + 2) / 5 + 1);
+    tm->tm_mon = (int)month - 1;
+    tm->tm_year = (int)(yoe + era * 400 + (month <= 2) - 1900);
+}
+
 void ug__date_refresh(ug__loop *lp, int64_t sec) {
-    time_t t = (time_t)sec;
     struct tm tm;
     char date[UG__DATE_LEN + 1];
     size_t n = 0;
@@ -24,7 +48,8 @@ void ug__date_refresh(ug__loop *lp, int64_t sec) {
     static const char days[][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
     static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    if (gmtime_r(&t, &tm) && tm.tm_year + 1900 <= 9999) {
+    ug__gmtime(sec, &tm);
+    if (tm.tm_year + 1900 <= 9999) {
         int k = snprintf(date, sizeof date, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
                          tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
                          tm.tm_sec);

@@ -884,9 +884,33 @@ static void test_server_name_checked(void) {
     ug_server_free(s);
 }
 
+/* The Date cache's calendar arithmetic against the C library's, from 1900 to 9999 and at
+ * the edges that break such code (leap days, century years, the epoch, before it). */
+static void test_gmtime_arithmetic(void) {
+    static const int64_t edges[] = {0, -1, 86399, 86400, 951782400 /* 2000-02-29 */,
+                                    4107456000 /* 2100-02-28 */, 4107542400, -2208988800,
+                                    253402300799 /* 9999-12-31 23:59:59 */};
+    int bad = 0;
+    for (size_t k = 0; k < sizeof edges / sizeof edges[0] + 200000; k++) {
+        int64_t t = k < sizeof edges / sizeof edges[0]
+                        ? edges[k]
+                        : -2208988800 + (int64_t)(tu_rand() % (253402300799ull + 2208988800ull));
+        time_t tt = (time_t)t;
+        struct tm want, got;
+        gmtime_r(&tt, &want);
+        ug__gmtime(t, &got);
+        if (want.tm_year != got.tm_year || want.tm_mon != got.tm_mon ||
+            want.tm_mday != got.tm_mday || want.tm_hour != got.tm_hour ||
+            want.tm_min != got.tm_min || want.tm_sec != got.tm_sec || want.tm_wday != got.tm_wday)
+            bad++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+}
+
 static void register_suites(void) {
     CU_pSuite s = CU_add_suite("response", NULL, NULL);
     CU_add_test(s, "status line and headers", test_status_line_and_headers);
+    CU_add_test(s, "UTC calendar arithmetic against gmtime_r", test_gmtime_arithmetic);
     CU_add_test(s, "other statuses", test_other_statuses);
     CU_add_test(s, "invalid ug_resp_send arguments", test_invalid_send_arguments);
     CU_add_test(s, "no Server header when unnamed", test_no_server_header_when_unnamed);
