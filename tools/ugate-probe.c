@@ -1080,7 +1080,8 @@ static pid_t successors(int run, struct result *res) {
     pid_t old = g_child, cur = -1;
     for (int u = 1;; u++) {
         cur = next_instance(old);
-        if (u == 1 && cur > 0) res->ready_ms = ms_since(atomic_load(&g_sig_ns), now_ns());
+        if (u == 1 && cur > 0 && res->ready_ms < 0)
+            res->ready_ms = ms_since(atomic_load(&g_sig_ns), now_ns());
         if (cur <= 0) {
             res->lost_successor = true;
             logf_("run %d: no successor after signal %d\n", run, u);
@@ -1205,8 +1206,21 @@ static int run_once(int run, struct result *res) {
     atomic_store(&g_sig_ns, t_sig);
     if (kill(g_child, cfg.sig) < 0) logf_("run %d: kill: %s\n", run, strerror(errno));
 
-    /* 6. wait for the exit, bounded */
-    bool exited = wait_server_exit(t_sig + (int64_t)cfg.max_ms * NS_PER_MS);
+    /* 6. wait for the exit, bounded (an upgrade: and note when the successor is ready, which
+     * its pid file says, while the old one still drains) */
+    res->ready_ms = -1;
+    bool exited;
+    if (cfg.successor_ms && g_hold_fd < 0) {
+        int64_t deadline = t_sig + (int64_t)cfg.max_ms * NS_PER_MS;
+        while (!(exited = server_exited()) && now_ns() < deadline) {
+            pid_t pid = read_pid_file();
+            if (res->ready_ms < 0 && pid > 0 && pid != g_child)
+                res->ready_ms = ms_since(t_sig, now_ns());
+            sleep_ns(NS_PER_MS / 2);
+        }
+    } else {
+        exited = wait_server_exit(t_sig + (int64_t)cfg.max_ms * NS_PER_MS);
+    }
     int64_t t_exit = now_ns();
     if (!exited) {
         res->killed = true;
@@ -1219,7 +1233,6 @@ static int run_once(int run, struct result *res) {
     /* A successor has the port now; it serves the load a while, and with --upgrades N is
      * itself signalled in turn, N times in a row. */
     pid_t last = -1;
-    res->ready_ms = -1;
     if (cfg.successor_ms && exited) last = successors(run, res);
 
     /* 7. stop the load, clean up */
