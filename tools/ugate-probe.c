@@ -77,6 +77,13 @@ static const char usage_text[] =
     "                      last one started (found with --pid-file), every one expected to\n"
     "                      exit 0 (default 1)\n"
     "  --pid-file PATH     where the serving instance writes its pid (ugate-serve --pid-file)\n"
+    "  --then-signal SIG   with --successor-ms: once the successor is ready, --then-ms later,\n"
+    "                      send the old process SIG too (nginx's binary upgrade: --signal\n"
+    "                      USR2 --then-signal QUIT)\n"
+    "  --then-ms N         see --then-signal (default 0)\n"
+    "  --follow-pid-file   the command daemonizes (nginx with daemon on): once it has exited,\n"
+    "                      the server is the process --pid-file names (adopted by the probe,\n"
+    "                      a subreaper)\n"
     "  --hold-socket       restarts instead of upgrades: the probe binds the port and holds\n"
     "                      the socket, hands it to each instance as systemd would (fd 3,\n"
     "                      LISTEN_FDS=1, LISTEN_PID) and starts the next one as soon as the\n"
@@ -155,6 +162,9 @@ static struct {
     int upgrades;     /* in a row: each successor is signalled in turn (--pid-file finds it) */
     int hold_socket;  /* restarts: the probe holds the socket and starts each instance on it */
     const char *pid_file;
+    int then_sig;   /* nginx's binary upgrade: a second signal to the old process... */
+    int then_ms;    /* ...this long after its successor is ready (its pid file) */
+    int follow_pid; /* the command daemonizes: the server is the pid its pid file names */
     bool quiet;
     const char *server_log;
     char **cmd;
@@ -1073,6 +1083,20 @@ static pid_t next_instance(pid_t old) {
     }
 }
 
+/* --then-signal: once old's successor is ready (the pid file names another live pid), wait
+ * --then-ms and send old the second signal (nginx: USR2 starts the new master, QUIT then
+ * ends the old one). */
+static void then_signal(pid_t old, int64_t deadline) {
+    if (!cfg.then_sig) return;
+    for (;;) {
+        pid_t pid = read_pid_file();
+        if ((pid > 0 && pid != old && kill(pid, 0) == 0) || now_ns() > deadline) break;
+        sleep_ns(NS_PER_MS);
+    }
+    sleep_ns((int64_t)cfg.then_ms * NS_PER_MS);
+    (void)kill(old, cfg.then_sig);
+}
+
 /* After the first instance exited: each next one serves the load --successor-ms, then is
  * signalled in turn, until --upgrades instances have been signalled. The last one, left
  * running, is returned for the clean-up. */
@@ -1090,6 +1114,7 @@ static pid_t successors(int run, struct result *res) {
         sleep_ns((int64_t)cfg.successor_ms * NS_PER_MS);
         if (u == cfg.upgrades) return cur;
         if (kill(cur, cfg.sig) < 0) logf_("run %d: kill %d: %s\n", run, (int)cur, strerror(errno));
+        then_signal(cur, now_ns() + (int64_t)cfg.max_ms * NS_PER_MS);
         int st = 0;
         if (!wait_pid_exit(cur, now_ns() + (int64_t)cfg.max_ms * NS_PER_MS, &st)) {
             res->killed = true;
@@ -1135,6 +1160,26 @@ static int run_once(int run, struct result *res) {
     }
     int64_t ready_deadline = t_start + (int64_t)cfg.max_ms * NS_PER_MS;
     for (;;) {
+        if (cfg.follow_pid && server_exited()) { /* it daemonized: follow the pid file */
+            int st = 0;
+            while (waitpid(g_child, &st, 0) < 0 && errno == EINTR) {
+            }
+            pid_t pid = -1;
+            while (exit_code(st) == 0 && now_ns() < ready_deadline &&
+                   !((pid = read_pid_file()) > 0 && pid != g_child && kill(pid, 0) == 0))
+                sleep_ns(2 * NS_PER_MS);
+            if (exit_code(st) != 0 || pid <= 0 || kill(pid, 0) != 0) {
+                fprintf(stderr, "ugate-probe: the daemon did not start (exit=%d), see %s\n",
+                        exit_code(st), cfg.server_log);
+                g_child = -1;
+                return -1;
+            }
+            g_child = pid; /* adopted: we are a subreaper */
+#ifdef SYS_pidfd_open
+            if (g_pidfd >= 0) close(g_pidfd);
+            g_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+        }
         if (server_exited()) {
             int st = reap_server();
             fprintf(stderr, "ugate-probe: server exited during start-up (exit=%d), see %s\n",
@@ -1212,10 +1257,18 @@ static int run_once(int run, struct result *res) {
     bool exited;
     if (cfg.successor_ms && g_hold_fd < 0) {
         int64_t deadline = t_sig + (int64_t)cfg.max_ms * NS_PER_MS;
+        bool then_sent = !cfg.then_sig;
+        int64_t then_at = 0;
         while (!(exited = server_exited()) && now_ns() < deadline) {
             pid_t pid = read_pid_file();
-            if (res->ready_ms < 0 && pid > 0 && pid != g_child)
+            if (res->ready_ms < 0 && pid > 0 && pid != g_child && kill(pid, 0) == 0) {
                 res->ready_ms = ms_since(t_sig, now_ns());
+                then_at = now_ns() + (int64_t)cfg.then_ms * NS_PER_MS;
+            }
+            if (!then_sent && then_at && now_ns() >= then_at) {
+                (void)kill(g_child, cfg.then_sig);
+                then_sent = true;
+            }
             sleep_ns(NS_PER_MS / 2);
         }
     } else {
@@ -1244,6 +1297,11 @@ static int run_once(int run, struct result *res) {
         (void)kill(last, SIGKILL);
         int st;
         (void)wait_pid_exit(last, now_ns() + 5000 * NS_PER_MS, &st);
+    }
+    if (cfg.successor_ms || cfg.follow_pid) { /* whatever else we adopted (nginx's workers) */
+        int64_t until = now_ns() + 2000 * NS_PER_MS;
+        for (pid_t r; (r = waitpid(-1, NULL, WNOHANG)) != -1 && now_ns() < until;)
+            if (r == 0) sleep_ns(2 * NS_PER_MS);
     }
 
     for (int t = 0; t < nthreads; t++) {
@@ -1312,6 +1370,7 @@ static int parse_args(int argc, char **argv) {
         {"--drain-delay-ms", &cfg.drain_delay_ms, 0, 600000},
         {"--successor-ms", &cfg.successor_ms, 0, 600000},
         {"--upgrades", &cfg.upgrades, 1, 1000},
+        {"--then-ms", &cfg.then_ms, 0, 600000},
     };
     int i = 1;
     for (; i < argc; i++) {
@@ -1332,6 +1391,10 @@ static int parse_args(int argc, char **argv) {
             cfg.hold_socket = 1;
             continue;
         }
+        if (strcmp(a, "--follow-pid-file") == 0) {
+            cfg.follow_pid = 1;
+            continue;
+        }
         /* --name VALUE or --name=VALUE */
         char name[64];
         const char *val = NULL;
@@ -1345,7 +1408,7 @@ static int parse_args(int argc, char **argv) {
         }
         bool known = false;
         if (strcmp(name, "--signal") == 0 || strcmp(name, "--server-log") == 0 ||
-            strcmp(name, "--pid-file") == 0)
+            strcmp(name, "--pid-file") == 0 || strcmp(name, "--then-signal") == 0)
             known = true;
         for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
             if (strcmp(name, ints[k].name) == 0) known = true;
@@ -1360,21 +1423,26 @@ static int parse_args(int argc, char **argv) {
             }
             val = argv[++i];
         }
-        if (strcmp(name, "--signal") == 0) {
+        if (strcmp(name, "--signal") == 0 || strcmp(name, "--then-signal") == 0) {
             const char *s = val;
+            int sig = 0;
             if (strncasecmp(s, "SIG", 3) == 0) s += 3;
             if (strcasecmp(s, "TERM") == 0)
-                cfg.sig = SIGTERM;
+                sig = SIGTERM;
             else if (strcasecmp(s, "INT") == 0)
-                cfg.sig = SIGINT;
+                sig = SIGINT;
             else if (strcasecmp(s, "QUIT") == 0)
-                cfg.sig = SIGQUIT;
+                sig = SIGQUIT;
             else if (strcasecmp(s, "USR2") == 0)
-                cfg.sig = SIGUSR2;
+                sig = SIGUSR2;
             else {
-                fprintf(stderr, "ugate-probe: --signal: TERM, INT, QUIT or USR2, got '%s'\n", val);
+                fprintf(stderr, "ugate-probe: %s: TERM, INT, QUIT or USR2, got '%s'\n", name, val);
                 return -1;
             }
+            if (strcmp(name, "--signal") == 0)
+                cfg.sig = sig;
+            else
+                cfg.then_sig = sig;
             continue;
         }
         if (strcmp(name, "--server-log") == 0) {
@@ -1407,6 +1475,10 @@ static int parse_args(int argc, char **argv) {
         fprintf(stderr, "ugate-probe: --upgrades and --hold-socket need --successor-ms\n");
         return -1;
     }
+    if (cfg.follow_pid && !cfg.pid_file) {
+        fprintf(stderr, "ugate-probe: --follow-pid-file needs --pid-file\n");
+        return -1;
+    }
     if (cfg.successor_ms && !cfg.hold_socket && !cfg.pid_file) {
         fprintf(stderr, "ugate-probe: --successor-ms needs --pid-file (to find each successor) "
                         "or --hold-socket\n");
@@ -1423,7 +1495,8 @@ int main(int argc, char **argv) {
     if (parse_args(argc, argv) < 0) return 2;
     signal(SIGPIPE, SIG_IGN);
     /* Successors outlive the process that started them: adopted here, we reap them. */
-    if (cfg.successor_ms && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) perror("ugate-probe: prctl");
+    if ((cfg.successor_ms || cfg.follow_pid) && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        perror("ugate-probe: prctl");
     if (cfg.hold_socket && hold_socket_open() < 0) return 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
 
