@@ -88,8 +88,10 @@ typedef struct ug_config {
                                   close it); if create fails it stays the caller's, open.
                                   host/port/backlog are then ignored. A socket filter left on
                                   it (a predecessor that died while its gate was closing
-                                  leaves the SYN filter) is detached. Inherited from systemd
-                                  or a predecessor: see ug_shutdown_opts.handoff */
+                                  leaves the SYN filter) is detached. ug_server_create fails
+                                  with -EINVAL if it is not a listening stream socket.
+                                  Inherited from systemd or a predecessor: see
+                                  ug_shutdown_opts.handoff */
     ug_backend_kind backend; /**< UG_BACKEND_AUTO */
     uint32_t threads;        /**< loops, one thread each; 1. UG_THREADS_AUTO: one per CPU of
                                   the affinity mask. Loop 0 accepts every connection and hands
@@ -464,8 +466,9 @@ int ug_server_shutdown(ug_server *srv, const ug_shutdown_opts *opts);
 
 /** A new descriptor for the listening socket (dup, close-on-exec set), to hand to a
  *  successor (dup2 it to the descriptor the successor expects, which clears close-on-exec)
- *  or to keep the socket open across a restart. The caller owns it. Any thread. Returns the
- *  descriptor, or -EBADF once the gate has closed the listener, -errno from dup. */
+ *  or to keep the socket open across a restart. The caller owns it. Any thread, but not
+ *  concurrently with ug_server_free. Returns the descriptor, or -EBADF once the gate has
+ *  begun to close (the socket may then carry the SYN filter), -errno from dup. */
 int ug_server_dup_listener(ug_server *srv);
 
 /** The gate state. Any thread. */

@@ -596,9 +596,10 @@ int ug__resp_continue(struct ug_request *req);
 /* sock.c: listener set-up and socket options (the connection I/O goes through the backend) */
 int ug__listen(const char *host, uint16_t port, int backlog, uint16_t *bound_port);
 int ug__sock_set_nodelay(int fd);
-int ug__sock_accept_nb(int lfd);     /* accept4 non-blocking: fd, -EAGAIN, or -errno */
-int ug__sock_drop_syn(int lfd);      /* attach the SYN-dropping filter used while closing */
-int ug__sock_detach_filter(int lfd); /* 0 also when there was none */
+int ug__sock_accept_nb(int lfd);      /* accept4 non-blocking: fd, -EAGAIN, or -errno */
+int ug__sock_drop_syn(int lfd);       /* attach the SYN-dropping filter used while closing */
+int ug__sock_detach_filter(int lfd);  /* 0 also when there was none */
+int ug__sock_check_listening(int fd); /* a listening stream socket: 0, else -EINVAL/-errno */
 int ug__sock_port(int fd, uint16_t *port);
 struct sockaddr_storage;
 int ug__sock_peer(int fd, struct sockaddr_storage *ss, uint32_t *len); /* getpeername */

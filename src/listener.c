@@ -213,9 +213,12 @@ int ug__listener_open(ug_server *srv) {
     if (cfg->listen_fd >= 0) {
         int fl = fcntl(cfg->listen_fd, F_GETFL);
         if (fl < 0 || fcntl(cfg->listen_fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
+        /* A listening stream socket, or the accept would fail at once and forever. */
+        int rc = ug__sock_check_listening(cfg->listen_fd);
+        if (rc < 0) return rc;
         /* A predecessor that died with its gate closing left its SYN filter: without this,
          * nobody could connect. */
-        int rc = ug__sock_detach_filter(cfg->listen_fd);
+        rc = ug__sock_detach_filter(cfg->listen_fd);
         if (rc < 0) return rc;
         if (ug__sock_port(cfg->listen_fd, &l->port) < 0) l->port = 0;
         l->fd = cfg->listen_fd;
@@ -341,7 +344,10 @@ int ug_server_dup_listener(ug_server *srv) {
     if (!srv) return -EINVAL;
     ug__listener *l = &srv->listener;
     pthread_mutex_lock(&l->fd_mu);
-    int fd = l->fd < 0 ? -EBADF : fcntl(l->fd, F_DUPFD_CLOEXEC, 3);
+    /* Once the gate has closed the socket may carry the SYN filter: not one to hand on. */
+    int fd = l->fd < 0 || ug_server_state(srv) >= UG_GATE_DRAINING
+                 ? -EBADF
+                 : fcntl(l->fd, F_DUPFD_CLOEXEC, 3);
     if (fd < 0 && fd != -EBADF) fd = -errno;
     pthread_mutex_unlock(&l->fd_mu);
     return fd;

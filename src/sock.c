@@ -81,6 +81,16 @@ int ug__sock_drop_syn(int lfd) {
     return setsockopt(lfd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0 ? -errno : 0;
 }
 
+int ug__sock_check_listening(int fd) {
+    int v = 0;
+    socklen_t l = sizeof v;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &l) < 0) return -errno;
+    if (v != SOCK_STREAM) return -EINVAL;
+    l = sizeof v;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &l) < 0) return -errno;
+    return v ? 0 : -EINVAL;
+}
+
 int ug__sock_detach_filter(int lfd) {
     int unused = 0;
     if (setsockopt(lfd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused) == 0) return 0;

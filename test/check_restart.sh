@@ -6,7 +6,9 @@
 #      restarts on a socket the probe holds (socket activation): the same;
 #   2. rollback: a successor that exits at once, and one that never reports ready, are
 #      killed; the old process serves on, its pid file unchanged;
-#   3. a second SIGUSR2 during an upgrade is logged and ignored; the upgrade completes and
+#   3. a SIGTERM during an upgrade kills the successor and stops the server; a second
+#      SIGUSR2 during an upgrade is logged and ignored; the upgrade completes (the admin
+#      socket handed over too) and
 #      the pid file names the successor; SIGTERM then drains it and removes the pid file;
 #   4. systemd socket activation (systemd-socket-activate) with NOTIFY_SOCKET: served on the
 #      inherited socket, READY=1 once accepting, STOPPING=1 at SIGTERM (skipped without
@@ -16,7 +18,7 @@ set -u
 serve=${1:?usage: check_restart.sh UGATE_SERVE UGATE_PROBE BACKEND PORT}
 probe=${2:?} backend=${3:?} port=${4:?}
 dir=$(mktemp -d)
-trap 'pkill -KILL -f "$dir/bin/ugate-serve" 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'pkill -KILL -f "$dir/" 2>/dev/null; rm -rf "$dir"' EXIT
 mkdir "$dir/bin"
 bin=$dir/bin/ugate-serve
 cp "$serve" "$bin"
@@ -51,8 +53,11 @@ out=$("$probe" --port "$port" --signal USR2 --successor-ms 300 --upgrades 5 --pi
     --quiet --server-log "$dir/probe.log" -- "$bin" --backend "$backend" --port "$port" \
     --threads 2 --pid-file "$dir/ppid") || fail "upgrades under load: $(tail -1 <<<"$out")"
 total=$(tail -1 <<<"$out")
-[[ $total == *" refused=0 "* && $total == *" slow_connect=0 "* && $total == *" nonzero_exits=0 "* &&
-    $total == *" killed=0 "* ]] || fail "upgrades under load: $total"
+clean() { # a probe's totals line: nothing refused, reset, slow, killed; every exit 0
+    [[ $1 == *" refused=0 connect_err=0 send_fail=0 "* && $1 == *" slow_connect=0 "* &&
+        $1 == *" nonzero_exits=0 killed=0 "* ]]
+}
+clean "$total" || fail "upgrades under load: $total"
 [ "$(grep -c "is accepting; handing over" "$dir/probe.log")" -eq 5 ] || fail "not 5 hand-overs"
 free_port() { ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
 wait_for free_port || fail "the port is still taken after the probe"
@@ -60,13 +65,12 @@ out=$("$probe" --port "$port" --signal TERM --successor-ms 300 --upgrades 3 --ho
     --quiet --server-log "$dir/probe.log" -- "$bin" --backend "$backend" --threads 2) ||
     fail "restarts on a held socket: $(tail -1 <<<"$out")"
 held=$(tail -1 <<<"$out")
-[[ $held == *" refused=0 "* && $held == *" slow_connect=0 "* && $held == *" nonzero_exits=0 "* ]] ||
-    fail "restarts on a held socket: $held"
+clean "$held" || fail "restarts on a held socket: $held"
 
 # 2. rollback (once the probe's last instance, killed with its process group, is gone)
 wait_for free_port || fail "the port is still taken after the probe"
 "$bin" --backend "$backend" --port "$port" --threads 2 --pid-file "$dir/pid" \
-    --upgrade-timeout-ms 1000 >>"$dir/log" 2>&1 &
+    --admin "127.0.0.1:$((port + 10))" --upgrade-timeout-ms 2000 >>"$dir/log" 2>&1 &
 old=$!
 wait_for pid_is "$old" || fail "no pid file"
 cp "$bin" "$dir/real"
@@ -82,8 +86,26 @@ answers || fail "not serving after the second rollback"
 pid_is "$old" || fail "the pid file changed in a rollback"
 kill -0 "$old" || fail "the old process is gone"
 
-# 3. a second SIGUSR2 while one upgrade waits; then the upgrade completes
-printf '#!/bin/sh\nsleep 0.5\nexec "%s" "$@"\n' "$dir/real" >"$bin.new" && chmod +x "$bin.new" &&
+# 3. a SIGTERM while an upgrade waits: the successor is killed, the server stops; then a
+#    second SIGUSR2 while one waits, and the upgrade completes (the admin socket goes too)
+printf '#!/bin/sh\nsleep 0.3\nexec "%s" "$@"\n' "$dir/real" >"$bin.new" && chmod +x "$bin.new" &&
+    mv "$bin.new" "$bin"
+kill -USR2 "$old"
+sleep 0.1
+kill -TERM "$old"
+wait_for grep -q "was abandoned: a stop was asked for" "$dir/log" || fail "SIGTERM during an upgrade"
+for _ in $(seq 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$old" 2>/dev/null && fail "SIGTERM during an upgrade: still running"
+wait "$old" || fail "SIGTERM during an upgrade: exit $?"
+pgrep -f "$dir/real" >/dev/null && fail "SIGTERM during an upgrade: the successor survived"
+answers && fail "SIGTERM during an upgrade: something still serves"
+[ -e "$dir/pid" ] && fail "SIGTERM during an upgrade: the pid file stayed"
+cp "$dir/real" "$bin" # the server runs as $bin: its successor is what $bin is then
+"$bin" --backend "$backend" --port "$port" --threads 2 --pid-file "$dir/pid" \
+    --admin "127.0.0.1:$((port + 10))" --upgrade-timeout-ms 3000 >>"$dir/log" 2>&1 &
+old=$!
+wait_for pid_is "$old" || fail "no pid file (second server)"
+printf '#!/bin/sh\nsleep 0.3\nexec "%s" "$@"\n' "$dir/real" >"$bin.new" && chmod +x "$bin.new" &&
     mv "$bin.new" "$bin"
 kill -USR2 "$old"
 sleep 0.2
@@ -95,6 +117,7 @@ wait "$old" || fail "the old process exited $?"
 new=$(cat "$dir/pid")
 [ -n "$new" ] && [ "$new" != "$old" ] || fail "the pid file does not name the successor"
 answers || fail "the successor does not answer"
+[[ $(port=$((port + 10)) get /metrics) == *"ugate_loops 2"* ]] || fail "the successor's admin port"
 kill -TERM "$new"
 for _ in $(seq 100); do kill -0 "$new" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$new" 2>/dev/null && fail "the successor does not stop"
@@ -135,4 +158,4 @@ EOF
 else
     activation="socket activation skipped (no systemd-socket-activate or python3)"
 fi
-echo "check_restart ($backend): 5 upgrades in a row under load ($total); 3 restarts on a held socket ($held); rollback twice; second SIGUSR2 ignored; $activation"
+echo "check_restart ($backend): 5 upgrades in a row under load ($total); 3 restarts on a held socket ($held); rollback twice; a SIGTERM during an upgrade undoes it and stops; second SIGUSR2 ignored; the admin socket handed over; $activation"

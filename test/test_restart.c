@@ -144,6 +144,23 @@ static void test_handoff_shared_socket(void) {
     ts_stop(&b);
 }
 
+/* A socket that is not listening would make every accept fail: refused at create. */
+static void test_not_listening(void) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CU_ASSERT_FATAL(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    ug_config cfg;
+    ug_config_init(&cfg);
+    cfg.listen_fd = fd;
+    ug_server *srv = NULL;
+    CU_ASSERT_EQUAL(ug_server_create(&srv, &cfg), -EINVAL);
+    int ufd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cfg.listen_fd = ufd;
+    CU_ASSERT_EQUAL(ug_server_create(&srv, &cfg), -EINVAL);
+    close(fd); /* still the caller's after a failed create */
+    close(ufd);
+}
+
 static void test_dup_listener(void) {
     srv_ctx sc;
     ts_start(&sc, NULL);
@@ -155,7 +172,9 @@ static void test_dup_listener(void) {
     CU_ASSERT_EQUAL(getsockname(fd, (struct sockaddr *)&a, &sl), 0);
     CU_ASSERT_EQUAL(ntohs(a.sin_port), sc.port);
     CU_ASSERT_EQUAL(ug_server_dup_listener(NULL), -EINVAL);
-    ts_stop(&sc);
+    ts_drain(&sc);
+    CU_ASSERT_EQUAL(ug_server_dup_listener(sc.srv), -EBADF); /* the gate has closed */
+    ug_server_free(sc.srv);
     close(fd);
 }
 
@@ -164,6 +183,7 @@ static void register_suites(void) {
     CU_add_test(s, "an inherited socket with a stale SYN filter", test_stale_filter);
     CU_add_test(s, "a hand-off close on a shared socket", test_handoff_shared_socket);
     CU_add_test(s, "the listener duplicated for a successor", test_dup_listener);
+    CU_add_test(s, "a socket that is not listening", test_not_listening);
 }
 
 int main(int argc, char **argv) {

@@ -1495,8 +1495,10 @@ int main(int argc, char **argv) {
     if (parse_args(argc, argv) < 0) return 2;
     signal(SIGPIPE, SIG_IGN);
     /* Successors outlive the process that started them: adopted here, we reap them. */
-    if ((cfg.successor_ms || cfg.follow_pid) && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-        perror("ugate-probe: prctl");
+    if ((cfg.successor_ms || cfg.follow_pid) && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+        perror("ugate-probe: prctl(PR_SET_CHILD_SUBREAPER)"); /* successors would not be ours */
+        return 2;
+    }
     if (cfg.hold_socket && hold_socket_open() < 0) return 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
 

@@ -150,8 +150,12 @@ static int split_host_port(const char *s, char *buf, size_t cap, uint16_t *port)
 }
 
 static void on_signal(int sig) {
+    /* During an upgrade the supervisor undoes it first, then stops the server. */
+    int immediate = sig == SIGINT && g_sigint_count + 1 >= 2;
+    if (sig == SIGINT) g_sigint_count++;
+    if (lc_request_stop(immediate)) return;
     /* ug_server_shutdown is async-signal-safe: atomics and an eventfd write. */
-    if (sig == SIGINT && ++g_sigint_count >= 2) {
+    if (immediate) {
         ug_shutdown_opts now = g_sd;
         now.immediate = 1;
         ug_server_shutdown(g_srv, &now);
@@ -302,8 +306,8 @@ int main(int argc, char **argv) {
     };
     const char *admin = NULL, *access_log = NULL, *pid_file = NULL;
     uint32_t upgrade_timeout_ms = 10000;
-    int listen_shared = 0;
-    int inherited = lc_init(argv, &listen_shared);
+    lc_sockets socks;
+    lc_init(argv, &socks);
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         uint32_t v = 0;
@@ -331,7 +335,7 @@ int main(int argc, char **argv) {
             pid_file = optarg;
             break;
         case O_UPTO:
-            upgrade_timeout_ms = v ? v : 1;
+            upgrade_timeout_ms = v < 1 ? 1 : v > 600000 ? 600000 : v;
             break;
         case O_PORT:
             if (v > 65535) {
@@ -425,8 +429,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (inherited >= 0) cfg.listen_fd = inherited; /* systemd's, or a predecessor's */
-    g_sd.handoff = listen_shared; /* systemd keeps the socket: its queue is not ours to take */
+    if (socks.http >= 0) cfg.listen_fd = socks.http; /* systemd's, or a predecessor's */
+    g_sd.handoff = socks.shared; /* systemd keeps the socket: its queue is not ours to take */
     int rc = ug_server_create(&g_srv, &cfg);
     if (rc < 0) {
         fprintf(stderr, "ugate-serve: cannot start on %s:%u: %s\n", cfg.host, cfg.port,
@@ -467,6 +471,7 @@ int main(int argc, char **argv) {
             return 2;
         }
         acfg.host = ahost;
+        acfg.listen_fd = socks.admin; /* inherited from the predecessor, or -1: bound here */
         acfg.threads = 1;
         acfg.backend = cfg.backend;
         acfg.max_conns = 64;
@@ -496,7 +501,9 @@ int main(int argc, char **argv) {
     lc_opts lo = {.pid_file = pid_file,
                   .upgrade_timeout_ms = upgrade_timeout_ms,
                   .drain_timeout_ms = g_sd.drain_timeout_ms ? g_sd.drain_timeout_ms : 30000,
-                  .argv = argv};
+                  .argv = argv,
+                  .admin = g_admin,
+                  .stop = &g_sd};
     if ((rc = lc_start(g_srv, &lo)) < 0) {
         fprintf(stderr, "ugate-serve: cannot start the supervisor: %s\n", strerror(-rc));
         return 2;
@@ -540,7 +547,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "\n");
     }
     if (g_admin) { /* the drain is over: the admin listener goes last */
-        ug_shutdown_opts aso = {.drain_timeout_ms = 1000};
+        /* its socket too is the successor's, or systemd's */
+        ug_shutdown_opts aso = {.drain_timeout_ms = 1000, .handoff = lc_upgraded() || socks.shared};
         ug_server_shutdown(g_admin, &aso);
         pthread_join(admin_thr, NULL);
         ug_server_free(g_admin);
