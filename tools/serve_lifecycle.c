@@ -135,19 +135,30 @@ static void remove_pid_file(void) {
 
 /* ---------------------------------------------------------------- start-up ---- */
 
+static int path_search(const char *argv0, const char *cwd);
+
 /* The path the executable was started from, made absolute but not resolved: a deploy that
  * switches a symlink (current -> v2) upgrades to what the link names then. */
 static void resolve_exe(const char *argv0) {
     char cwd[PATH_MAX];
+    int k;
     if (argv0[0] == '/') {
-        snprintf(lc.exe, sizeof lc.exe, "%s", argv0);
-        return;
+        k = snprintf(lc.exe, sizeof lc.exe, "%s", argv0);
+        if (k > 0 && k < (int)sizeof lc.exe) return;
+    } else {
+        if (!getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
+        if (strchr(argv0, '/')) {
+            k = snprintf(lc.exe, sizeof lc.exe, "%s/%s", cwd, argv0);
+            if (k > 0 && k < (int)sizeof lc.exe) return;
+        } else if (path_search(argv0, cwd)) {
+            return;
+        }
     }
-    if (!getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
-    if (strchr(argv0, '/')) {
-        snprintf(lc.exe, sizeof lc.exe, "%s/%s", cwd, argv0);
-        return;
-    }
+    snprintf(lc.exe, sizeof lc.exe, "/proc/self/exe"); /* the running binary, at least */
+}
+
+/* argv0 on PATH, as execvp found it: 1 if found (in lc.exe). */
+static int path_search(const char *argv0, const char *cwd) {
     const char *path = getenv("PATH");
     for (const char *p = path ? path : ""; *p;) { /* as execvp found it */
         const char *e = strchr(p, ':');
@@ -156,12 +167,12 @@ static void resolve_exe(const char *argv0) {
         int k = p[0] == '/' ? snprintf(cand, sizeof cand, "%.*s/%s", (int)n, p, argv0)
                             : snprintf(cand, sizeof cand, "%s/%.*s/%s", cwd, (int)n, p, argv0);
         if (k > 0 && k < (int)sizeof cand && access(cand, X_OK) == 0) {
-            snprintf(lc.exe, sizeof lc.exe, "%s", cand);
-            return;
+            memcpy(lc.exe, cand, (size_t)k + 1);
+            return 1;
         }
         p += n + (e != NULL);
     }
-    snprintf(lc.exe, sizeof lc.exe, "/proc/self/exe"); /* the running binary, at least */
+    return 0;
 }
 
 /* A whole decimal number, or -1. */
