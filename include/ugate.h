@@ -293,6 +293,22 @@ int ug_req_timer(ug_request *req, uint32_t ms, ug_req_timer_fn fn, void *user);
  *  server sets Date, Server, Content-Length / Transfer-Encoding and Connection itself. */
 int ug_resp_header(ug_request *req, const char *name, const char *value);
 
+/* The response headers stay a list until the head is written (ug_resp_send or
+ * ug_resp_start), in the order added: they can be read, replaced and removed until then.
+ * Views returned point into the list and are valid until it changes. Names compare
+ * case-insensitively. After the head is written the list is empty (-EALREADY for changes). */
+
+/** The first value of the response header name added so far; ptr NULL if none. */
+ug_str ug_resp_header_get(const ug_request *req, const char *name);
+/** Replace every response header named name with one, or add it: as ug_resp_header, and
+ *  on an error the list is as it was. */
+int ug_resp_header_set(ug_request *req, const char *name, const char *value);
+/** Remove every response header named name: how many (0 if none), -EINVAL, -EALREADY. */
+int ug_resp_header_remove(ug_request *req, const char *name);
+/** The response headers added so far: how many, and the i-th (0-based): 0 or -ERANGE. */
+size_t ug_resp_header_count(const ug_request *req);
+int ug_resp_header_at(const ug_request *req, size_t i, ug_str *name, ug_str *value);
+
 /** Send a complete response: status 200 to 599 (-EINVAL otherwise). content_type may be NULL
  *  (no Content-Type). For HEAD requests the body is not sent (Content-Length still says its
  *  size). */

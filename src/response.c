@@ -261,14 +261,114 @@ static int name_is(const char *name, const char *lit) {
     return strcasecmp(name, lit) == 0;
 }
 
+/* ---------------------------------------------------------------- the header list ----
+ * Until the head is written, the response headers are the list resp_hdrs holds: one
+ * "Name: value\r\n" line each, in the order added, so that the head is one copy and
+ * middleware or a handler can still read, replace and remove them. */
+
+typedef struct hdr_line {
+    uint32_t start, end; /* the line, CRLF included */
+    ug_str name, value;
+} hdr_line;
+
+/* The line starting at off, or 0 at the end. */
+static int hdr_next(const ug__buf *b, uint32_t off, hdr_line *h) {
+    if (off >= b->len) return 0;
+    const char *p = b->p + off, *end = b->p + b->len;
+    const char *colon = memchr(p, ':', (size_t)(end - p));
+    const char *crlf = memchr(p, '\r', (size_t)(end - p));
+    assert(colon && crlf && colon < crlf && crlf + 1 < end); /* ug_resp_header wrote it */
+    h->start = off;
+    h->end = (uint32_t)(crlf + 2 - b->p);
+    h->name = (ug_str){p, (size_t)(colon - p)};
+    h->value = (ug_str){colon + 2, (size_t)(crlf - colon - 2)};
+    return 1;
+}
+
+static int hdr_named(const hdr_line *h, const char *name) {
+    return strlen(name) == h->name.len && strncasecmp(h->name.ptr, name, h->name.len) == 0;
+}
+
+/* A handler's own Server or Date replaces the server's: whether the list has one. */
+static void own_hdrs_scan(struct ug_request *req) {
+    hdr_line h;
+    req->own_hdrs = 0;
+    for (uint32_t off = 0; hdr_next(&req->resp_hdrs, off, &h); off = h.end) {
+        if (hdr_named(&h, "Server")) req->own_hdrs |= UG_OWN_SERVER;
+        if (hdr_named(&h, "Date")) req->own_hdrs |= UG_OWN_DATE;
+    }
+}
+
+/* The checks every header added passes: a token name, a value without CR, LF, NUL or other
+ * controls but HTAB, and none of the framing, which is the server's (a second
+ * Content-Length, Transfer-Encoding or Connection would contradict the one it writes, and
+ * is how responses get smuggled). */
+static int hdr_acceptable(const char *name, const char *value) {
+    if (!name || !value || !valid_name(name) || !valid_value(value)) return 0;
+    return !name_is(name, "Content-Length") && !name_is(name, "Transfer-Encoding") &&
+           !name_is(name, "Connection");
+}
+
+ug_str ug_resp_header_get(const ug_request *req, const char *name) {
+    hdr_line h;
+    if (req && name && can_respond(req))
+        for (uint32_t off = 0; hdr_next(&req->resp_hdrs, off, &h); off = h.end)
+            if (hdr_named(&h, name)) return h.value;
+    return (ug_str){NULL, 0};
+}
+
+size_t ug_resp_header_count(const ug_request *req) {
+    hdr_line h;
+    size_t n = 0;
+    if (req && can_respond(req))
+        for (uint32_t off = 0; hdr_next(&req->resp_hdrs, off, &h); off = h.end) n++;
+    return n;
+}
+
+int ug_resp_header_at(const ug_request *req, size_t i, ug_str *name, ug_str *value) {
+    hdr_line h;
+    if (req && can_respond(req))
+        for (uint32_t off = 0; hdr_next(&req->resp_hdrs, off, &h); off = h.end)
+            if (i-- == 0) {
+                if (name) *name = h.name;
+                if (value) *value = h.value;
+                return 0;
+            }
+    return -ERANGE;
+}
+
+int ug_resp_header_remove(ug_request *req, const char *name) {
+    if (!can_respond(req)) return -EALREADY;
+    if (!name) return -EINVAL;
+    ug__buf *b = &req->resp_hdrs;
+    hdr_line h;
+    int removed = 0;
+    for (uint32_t off = 0; hdr_next(b, off, &h);) {
+        if (!hdr_named(&h, name)) {
+            off = h.end;
+            continue;
+        }
+        memmove(b->p + h.start, b->p + h.end, b->len - h.end);
+        b->len -= h.end - h.start;
+        removed++;
+    }
+    if (removed) own_hdrs_scan(req);
+    return removed;
+}
+
+int ug_resp_header_set(ug_request *req, const char *name, const char *value) {
+    if (!can_respond(req)) return -EALREADY;
+    if (!hdr_acceptable(name, value)) return -EINVAL;
+    /* Room first: a set that fails leaves the list as it was. */
+    if (ug__buf_reserve(&req->resp_hdrs, strlen(name) + strlen(value) + sizeof(": \r\n") - 1))
+        return -ENOMEM;
+    ug_resp_header_remove(req, name);
+    return ug_resp_header(req, name, value);
+}
+
 int ug_resp_header(ug_request *req, const char *name, const char *value) {
     if (!can_respond(req)) return -EALREADY;
-    if (!name || !value || !valid_name(name) || !valid_value(value)) return -EINVAL;
-    /* The framing is the server's: a second Content-Length, Transfer-Encoding or Connection
-     * would contradict the one it writes (and is how responses get smuggled). */
-    if (name_is(name, "Content-Length") || name_is(name, "Transfer-Encoding") ||
-        name_is(name, "Connection"))
-        return -EINVAL;
+    if (!hdr_acceptable(name, value)) return -EINVAL;
     size_t nl = strlen(name), vl = strlen(value);
     if (ug__buf_reserve(&req->resp_hdrs, nl + vl + sizeof(": \r\n") - 1)) return -ENOMEM;
     ug__buf_put(&req->resp_hdrs, name, nl);

@@ -329,6 +329,59 @@ static ug_handler_result h_header_checks(ug_request *req) {
     return UG_DONE;
 }
 
+/* The header list: read, replace, remove before the head is written; the head then has
+ * exactly what the list held, in order; a handler's own Server is dropped with its removal. */
+static int list_checks_ok;
+static ug_handler_result h_header_list(ug_request *req) {
+    int ok = 1;
+    ok &= ug_resp_header(req, "X-A", "1") == 0 && ug_resp_header(req, "x-b", "2") == 0 &&
+          ug_resp_header(req, "X-A", "3") == 0 && ug_resp_header(req, "Server", "mine") == 0;
+    ug_str v = ug_resp_header_get(req, "x-a");
+    ok &= v.len == 1 && v.ptr[0] == '1'; /* the first, case-insensitively */
+    ok &= ug_resp_header_count(req) == 4;
+    ug_str n;
+    ok &= ug_resp_header_at(req, 1, &n, &v) == 0 && n.len == 3 && !strncmp(n.ptr, "x-b", 3) &&
+          v.len == 1 && v.ptr[0] == '2';
+    ok &= ug_resp_header_at(req, 4, &n, &v) == -ERANGE;
+    ok &= ug_resp_header_set(req, "X-A", "replaced") == 0; /* both X-A go, one comes */
+    ok &= ug_resp_header_count(req) == 3;
+    v = ug_resp_header_get(req, "X-A");
+    ok &= v.len == 8 && !strncmp(v.ptr, "replaced", 8);
+    ok &= ug_resp_header_set(req, "X-A", "v\r\nX-Evil: 1") == -EINVAL; /* and nothing changes */
+    ok &= ug_resp_header_set(req, "Content-Length", "9") == -EINVAL;
+    ok &= ug_resp_header_count(req) == 3;
+    ok &= ug_resp_header_remove(req, "SERVER") == 1; /* the server's Server comes back */
+    ok &= ug_resp_header_remove(req, "X-None") == 0;
+    ok &= ug_resp_header_remove(req, NULL) == -EINVAL;
+    ok &= ug_resp_header_get(req, "Server").ptr == NULL;
+    ok &= ug_resp_send(req, 200, "text/plain", "ok", 2) == 0;
+    /* after the head: the list is gone */
+    ok &= ug_resp_header_count(req) == 0 && ug_resp_header_get(req, "x-b").ptr == NULL;
+    ok &= ug_resp_header_set(req, "X-Late", "1") == -EALREADY;
+    ok &= ug_resp_header_remove(req, "x-b") == -EALREADY;
+    list_checks_ok = ok;
+    return UG_DONE;
+}
+
+static void test_resp_header_list(void) {
+    start(h_header_list);
+    size_t len;
+    list_checks_ok = 0;
+    char *out = exchange("GET / HTTP/1.1\r\nHost: t\r\n\r\n", &len);
+    CU_ASSERT(list_checks_ok);
+    mock_resp r;
+    CU_ASSERT_FATAL(mock_parse_resp(out, len, 0, 0, &r) == (long)len);
+    CU_ASSERT(has_line(r.head, "x-b: 2"));
+    CU_ASSERT(has_line(r.head, "X-A: replaced"));
+    CU_ASSERT_EQUAL(mock_resp_header_count(&r, "X-A"), 1);
+    CU_ASSERT(has_line(r.head, "Server: ugate")); /* the handler's own was removed */
+    CU_ASSERT_EQUAL(mock_resp_header_count(&r, "Server"), 1);
+    CU_ASSERT(strstr(r.head, "x-b: 2\r\nX-A: replaced\r\n") != NULL); /* the list's order */
+    mock_resp_free(&r);
+    free(out);
+    finish();
+}
+
 static void test_resp_header_validation(void) {
     start(h_header_checks);
     size_t len;
@@ -887,8 +940,14 @@ static void test_server_name_checked(void) {
 /* The Date cache's calendar arithmetic against the C library's, from 1900 to 9999 and at
  * the edges that break such code (leap days, century years, the epoch, before it). */
 static void test_gmtime_arithmetic(void) {
-    static const int64_t edges[] = {0, -1, 86399, 86400, 951782400 /* 2000-02-29 */,
-                                    4107456000 /* 2100-02-28 */, 4107542400, -2208988800,
+    static const int64_t edges[] = {0,
+                                    -1,
+                                    86399,
+                                    86400,
+                                    951782400 /* 2000-02-29 */,
+                                    4107456000 /* 2100-02-28 */,
+                                    4107542400,
+                                    -2208988800,
                                     253402300799 /* 9999-12-31 23:59:59 */};
     int bad = 0;
     for (size_t k = 0; k < sizeof edges / sizeof edges[0] + 200000; k++) {
@@ -910,6 +969,7 @@ static void test_gmtime_arithmetic(void) {
 static void register_suites(void) {
     CU_pSuite s = CU_add_suite("response", NULL, NULL);
     CU_add_test(s, "status line and headers", test_status_line_and_headers);
+    CU_add_test(s, "the response header list", test_resp_header_list);
     CU_add_test(s, "UTC calendar arithmetic against gmtime_r", test_gmtime_arithmetic);
     CU_add_test(s, "other statuses", test_other_statuses);
     CU_add_test(s, "invalid ug_resp_send arguments", test_invalid_send_arguments);
