@@ -150,6 +150,12 @@ typedef struct ug_config {
                                     loop, per loop (4 MiB each by default); 1024 */
     uint32_t recv_buffer_size; /**< bytes each; 4096 */
 
+    int request_ids;         /**< non-zero: every request dispatched gets a request id: the
+                                  client's X-Request-Id if it is 1 to UG_REQUEST_ID_MAX
+                                  visible ASCII characters, else one generated unique in the
+                                  process; it is set on the response (a header the handler
+                                  may replace or remove) and read with ug_req_request_id, and
+                                  the access log appends it. 0 (off) */
     const char *server_name; /**< value of the Server header; "ugate". NULL: no header. At
                                   most UG_SERVER_NAME_MAX bytes of visible ASCII and spaces
                                   (else ug_server_create fails with -EINVAL) */
@@ -243,6 +249,11 @@ size_t ug_req_header_count(const ug_request *req);
 int ug_req_header_at(const ug_request *req, size_t i, ug_str *name, ug_str *value);
 /** The whole request body (de-chunked), empty if none. */
 ug_str ug_req_body(const ug_request *req);
+/** Longest client X-Request-Id taken as the request id (ug_config.request_ids). */
+#define UG_REQUEST_ID_MAX 128
+/** The request id (ug_config.request_ids): the client's X-Request-Id, or the one generated;
+ *  ptr NULL when request ids are off or the request was refused before dispatch. */
+ug_str ug_req_request_id(const ug_request *req);
 /** The server this request belongs to. */
 ug_server *ug_req_server(const ug_request *req);
 
@@ -579,13 +590,13 @@ uint32_t ug_server_conn_slots(const ug_server *srv);
 typedef struct ug_access_log ug_access_log;
 
 /** Log every request of srv to fd in the Combined Log Format, with the duration in seconds
- *  appended: 127.0.0.1 - - [01/Dec/2026:16:50:00 +0000] "GET / HTTP/1.1" 200 13 "-" "curl"
- *  0.000 (times in UTC). Lines are formatted on the loops into per-loop buffers and written
- *  by a thread of the log's own: the loops never wait for fd. They are written at least once
- *  a second, and when a loop's buffer fills; if the writer falls a whole buffer behind, lines
- *  are dropped and counted (ug_access_log_dropped). Create before ug_server_run (it
- *  registers hooks); any thread. fd stays the caller's. Returns 0, -EINVAL, -ENOMEM, -EBUSY
- *  (the server runs), or the error of starting the thread. */
+ *  and the request id appended: 127.0.0.1 - - [01/Dec/2026:16:50:00 +0000] "GET / HTTP/1.1"
+ *  200 13 "-" "curl" 0.000 - (times in UTC; "-": no request id, ug_config.request_ids). Lines are
+ * formatted on the loops into per-loop buffers and written by a thread of the log's own: the loops
+ * never wait for fd. They are written at least once a second, and when a loop's buffer fills; if
+ * the writer falls a whole buffer behind, lines are dropped and counted (ug_access_log_dropped).
+ * Create before ug_server_run (it registers hooks); any thread. fd stays the caller's. Returns 0,
+ * -EINVAL, -ENOMEM, -EBUSY (the server runs), or the error of starting the thread. */
 int ug_access_log_create(ug_access_log **out, ug_server *srv, int fd);
 /** Lines dropped so far. Any thread. */
 uint64_t ug_access_log_dropped(const ug_access_log *log);

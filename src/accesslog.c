@@ -35,7 +35,7 @@
 #define LINE_FIXED_MAX 128u
 #define LINE_MAX_BYTES                                                                             \
     (INET6_ADDRSTRLEN + DATE_LEN + ESCAPED_MAX(TARGET_LOGGED_MAX) +                                \
-     3 * ESCAPED_MAX(HEADER_LOGGED_MAX) + LINE_FIXED_MAX)
+     3 * ESCAPED_MAX(HEADER_LOGGED_MAX) + UG_REQUEST_ID_MAX + LINE_FIXED_MAX)
 _Static_assert(LINE_MAX_BYTES <= LOG_BUF_SIZE, "a line fits in a loop's buffer");
 #define FLUSH_INTERVAL_MS 1000
 
@@ -198,8 +198,9 @@ static void on_complete(const ug_request *req, const ug_completion *info, void *
     lit(&l, "\" \"");
     field(&l, m.len ? ug_req_header(req, "User-Agent") : (ug_str){NULL, 0}, HEADER_LOGGED_MAX);
     /* integers: %f would follow LC_NUMERIC (a decimal comma) */
-    fmt(&l, "\" %llu.%03llu", (unsigned long long)(info->duration_ns / 1000000000u),
+    fmt(&l, "\" %llu.%03llu ", (unsigned long long)(info->duration_ns / 1000000000u),
         (unsigned long long)(info->duration_ns % 1000000000u / 1000000u));
+    field(&l, ug_req_request_id(req), UG_REQUEST_ID_MAX); /* "-" when request ids are off */
     if (l.len > sizeof l.p - 1) l.len = sizeof l.p - 1;
     l.p[l.len++] = '\n';
     append(log, ll, l.p, l.len);

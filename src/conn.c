@@ -325,6 +325,7 @@ static void process(ug__loop *lp, ug__conn *c) {
             ctx->continue_sent = 0;
             ctx->status = 0;
             ctx->t_start_ns = lp->now_ns;
+            ctx->request_id = (ug_str){NULL, 0}; /* set at dispatch */
         }
         char *base = ctx->in.p + ctx->in_off;
         int r = ug__http_parse(&ctx->http, base, avail);
@@ -603,6 +604,7 @@ void ug__conn_timeout(ug__loop *lp, ug__conn *c, enum ug__tq q) {
                 ug__http_req_init(&ctx->http, lp->limits, ctx->headers);
                 ctx->status = 0;
                 ctx->t_start_ns = lp->now_ns;
+                ctx->request_id = (ug_str){NULL, 0};
             }
             UG_STAT_INC(lp, requests);
             /* Before the input is dropped: the hooks read the request's views from it. */

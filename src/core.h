@@ -159,6 +159,9 @@ typedef struct ug__conn {
     uint64_t bytes_in, bytes_out;
 } ug__conn;
 
+/* A generated request id: the server's random prefix and the request's ug_req_id, in hex. */
+#define UG__RID_LEN (sizeof("0123456789abcdef-0123456789abcdef") - 1)
+
 /* ---------------------------------------------------------------- requests ----
  * The active context of a busy connection; it is also the ug_request. */
 enum ug__req_state {
@@ -188,6 +191,8 @@ struct ug_request {
     uint64_t t_start_ns;    /* loop clock when the server started reading it (the histogram) */
     uint64_t resp_base;     /* the connection's bytes queued when its response began */
     uint8_t end_how;        /* ug_request_end of the core's own answers (shed, timed out) */
+    ug_str request_id;      /* ug_config.request_ids: a view of the header, or of rid_buf */
+    char rid_buf[UG__RID_LEN + 1];
 
     ug__buf out[2]; /* output; out[sending] is in flight, the other takes appends */
     int8_t sending; /* index in flight, or -1 */
@@ -435,6 +440,7 @@ struct ug_server {
     ug_config cfg;
     char *host_copy, *server_name_copy;
     ug__http_limits limits;
+    uint64_t rid_prefix; /* random, per server: generated request ids are unique in a process */
     const ug__backend_ops *be_ops;
     ug__router router;
     ug__hook *hooks;
@@ -574,6 +580,7 @@ void ug__request_finish(ug__loop *lp, struct ug_request *ctx); /* answered: cons
 void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason why);
 void ug__request_answered(struct ug_request *req);
 void ug__request_timed_out(ug__loop *lp, struct ug_request *ctx); /* handler timeout: 503 */
+void ug__request_id_header(struct ug_request *ctx); /* X-Request-Id on the response, if any */
 /* The request ended (how): the duration histogram, then the completion hooks. */
 void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
                       ug_cancel_reason why);

@@ -121,6 +121,43 @@ static void core_respond(struct ug_request *ctx, int status, const char *body, s
     ctx->conn->flags |= UG_CF_FAILED;
 }
 
+/* ug_config.request_ids: 1 to UG_REQUEST_ID_MAX visible ASCII characters from the client,
+ * else generated. */
+static int valid_request_id(ug_str v) {
+    if (!v.ptr || !v.len || v.len > UG_REQUEST_ID_MAX) return 0;
+    for (size_t i = 0; i < v.len; i++)
+        if ((unsigned char)v.ptr[i] < 0x21 || (unsigned char)v.ptr[i] > 0x7e) return 0;
+    return 1;
+}
+
+void ug__request_id_header(struct ug_request *ctx) {
+    if (!ctx->request_id.ptr) return;
+    char v[UG_REQUEST_ID_MAX + 1];
+    memcpy(v, ctx->request_id.ptr, ctx->request_id.len);
+    v[ctx->request_id.len] = '\0';
+    (void)ug_resp_header(ctx, "X-Request-Id", v); /* out of memory: the response goes without */
+}
+
+/* 16 lowercase hex digits of v (no printf on the request path). */
+static void hex16(char *dst, uint64_t v) {
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4) dst[i] = digits[v & 15];
+}
+
+static void assign_request_id(ug__loop *lp, struct ug_request *ctx) {
+    ug_str h = ug_req_header(ctx, "X-Request-Id");
+    if (valid_request_id(h)) {
+        ctx->request_id = h;
+    } else {
+        hex16(ctx->rid_buf, lp->srv->rid_prefix);
+        ctx->rid_buf[16] = '-';
+        hex16(ctx->rid_buf + 17, ctx->id);
+        ctx->rid_buf[UG__RID_LEN] = '\0';
+        ctx->request_id = (ug_str){ctx->rid_buf, UG__RID_LEN};
+    }
+    ug__request_id_header(ctx);
+}
+
 void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
     UG_STAT_INC(lp, requests);
     if (++lp->req_seq == 0) lp->req_seq = 1; /* wraps past 0: an id is never 0 */
@@ -135,6 +172,7 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
     ctx->cancel_fn = NULL;
     ctx->resp_hdrs.len = 0;
     ctx->own_hdrs = 0;
+    if (lp->srv->cfg.request_ids) assign_request_id(lp, ctx);
     int path_hit;
     const ug__route *r =
         ug__router_find(&lp->srv->router, ug_req_method(ctx), ug_req_path(ctx), &path_hit);
@@ -229,6 +267,7 @@ void ug__request_timed_out(ug__loop *lp, struct ug_request *ctx) {
     /* What the handler added with ug_resp_header was meant for its own answer. */
     ctx->resp_hdrs.len = 0;
     ctx->own_hdrs = 0;
+    ug__request_id_header(ctx);
     core_respond(ctx, 503, LIT_BODY("Service Unavailable\n"));
     ug__mark_dirty(lp, ctx->conn); /* core_respond may have failed it: the flush closes it */
     if (fn) {
@@ -328,6 +367,9 @@ unsigned ug_req_loop(const ug_request *req) {
 }
 uint64_t ug_req_id(const ug_request *req) {
     return req->id;
+}
+ug_str ug_req_request_id(const ug_request *req) {
+    return req->request_id;
 }
 
 ug_str ug_req_header(const ug_request *req, const char *name) {

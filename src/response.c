@@ -463,6 +463,7 @@ int ug__resp_error(struct ug_request *req, int status) {
     size_t n = strlen(reason);
     req->resp_hdrs.len = 0;
     req->own_hdrs = 0;
+    ug__request_id_header(req); /* a dispatched request's 500 still says which it was */
     size_t send_len = req->head ? 0 : n + 1;
     ug__buf *ob = out_buf(req);
     int rc = put_head(req, ob, status, "text/plain", FRAME_LENGTH, n + 1, send_len);

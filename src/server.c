@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 void ug__log(const ug_server *srv, ug_log_level lvl, const char *fmt, ...) {
@@ -80,6 +81,10 @@ int ug__server_create_ops(ug_server **out, const ug_config *cfg_in, const ug__ba
     srv->limits.max_headers = cfg.max_headers;
     srv->limits.max_uri_bytes = cfg.max_uri_bytes;
     srv->limits.max_body_bytes = cfg.max_body_bytes;
+    /* Generated request ids: this prefix keeps them apart from another server's. */
+    if (getrandom(&srv->rid_prefix, sizeof srv->rid_prefix, GRND_NONBLOCK) !=
+        (ssize_t)sizeof srv->rid_prefix)
+        srv->rid_prefix = ug__clock_ns() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)srv;
     rc = -ENOMEM;
     if (!srv->host_copy || (cfg.server_name && !srv->server_name_copy)) goto fail;
     if ((rc = create_loops(srv, ops)) != 0) goto fail;

@@ -573,6 +573,71 @@ static void test_access_log_flush_at_free(void) {
     logged_remove(&l);
 }
 
+/* ug_config.request_ids: the client's id echoed when valid, else one generated (unique),
+ * on every response the server gives for a dispatched request, in the completion hook's
+ * view and at the end of the access log's line. */
+static char seen_rid[4][UG_REQUEST_ID_MAX + 1];
+static int nseen_rid;
+static void on_done_rid(const ug_request *req, const ug_completion *info, void *user) {
+    (void)info;
+    (void)user;
+    ug_str r = ug_req_request_id(req);
+    pthread_mutex_lock(&rec_mu);
+    if (nseen_rid < 4)
+        snprintf(seen_rid[nseen_rid++], sizeof seen_rid[0], "%.*s", (int)r.len, r.ptr ? r.ptr : "");
+    pthread_mutex_unlock(&rec_mu);
+}
+
+static void header_of(const char *hdrs, const char *name, char *out, size_t cap) {
+    out[0] = '\0';
+    const char *p = hdrs ? strcasestr(hdrs, name) : NULL;
+    if (!p) return;
+    p += strlen(name);
+    while (*p == ':' || *p == ' ') p++;
+    size_t n = strcspn(p, "\r\n");
+    snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), p);
+}
+
+static void test_request_ids(void) {
+    nseen_rid = 0;
+    ug_config cfg;
+    ug_config_init(&cfg);
+    cfg.request_ids = 1;
+    srv_ctx sc;
+    ts_create(&sc, &cfg);
+    CU_ASSERT_EQUAL(ug_server_on_complete(sc.srv, on_done_rid, NULL), 0);
+    ts_run(&sc);
+    int fd = tu_connect(sc.port);
+    CU_ASSERT_FATAL(fd >= 0);
+    char body[64], rid[256], gen1[256], gen2[256];
+    const char *hdrs;
+    static const char WITH[] = "GET / HTTP/1.1\r\nHost: t\r\nX-Request-Id: abc-123\r\n\r\n";
+    CU_ASSERT_EQUAL(tu_send_all(fd, WITH, sizeof WITH - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, &hdrs), 200);
+    header_of(hdrs, "X-Request-Id", rid, sizeof rid);
+    CU_ASSERT_STRING_EQUAL(rid, "abc-123");
+    CU_ASSERT_EQUAL(tu_send_all(fd, GET_ROOT, sizeof GET_ROOT - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, &hdrs), 200);
+    header_of(hdrs, "X-Request-Id", gen1, sizeof gen1);
+    CU_ASSERT_EQUAL(strlen(gen1), strlen("0123456789abcdef-0123456789abcdef"));
+    /* invalid (a space): generated instead, and not the same as the last one; a 404 too */
+    static const char BAD_ID[] = "GET /nope HTTP/1.1\r\nHost: t\r\nX-Request-Id: a b\r\n\r\n";
+    CU_ASSERT_EQUAL(tu_send_all(fd, BAD_ID, sizeof BAD_ID - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, &hdrs), 404);
+    header_of(hdrs, "X-Request-Id", gen2, sizeof gen2);
+    CU_ASSERT_EQUAL(strlen(gen2), strlen(gen1));
+    CU_ASSERT(strcmp(gen1, gen2) != 0);
+    hang_up(fd);
+    for (int i = 0; i < 1000 && nseen_rid < 3; i++) usleep(5000);
+    pthread_mutex_lock(&rec_mu);
+    CU_ASSERT_EQUAL(nseen_rid, 3);
+    CU_ASSERT_STRING_EQUAL(seen_rid[0], "abc-123");
+    CU_ASSERT_STRING_EQUAL(seen_rid[1], gen1);
+    CU_ASSERT_STRING_EQUAL(seen_rid[2], gen2);
+    pthread_mutex_unlock(&rec_mu);
+    ts_stop(&sc);
+}
+
 static void register_suites(void) {
     CU_pSuite s = CU_add_suite("observe", NULL, NULL);
     CU_add_test(s, "connection states, in order", test_conn_states);
@@ -582,6 +647,7 @@ static void register_suites(void) {
     CU_add_test(s, "labelled holds", test_hold_labels);
     CU_add_test(s, "the access log", test_access_log);
     CU_add_test(s, "the access log flushed at free", test_access_log_flush_at_free);
+    CU_add_test(s, "request ids", test_request_ids);
     CU_add_test(s, "the access log at the header and body timeouts", test_access_log_timeouts);
 }
 

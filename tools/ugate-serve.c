@@ -214,6 +214,8 @@ static void usage(FILE *f) {
         "                              the main server has drained\n"
         "  --access-log PATH|-         one Combined Log Format line per request (- : stdout)\n"
         "  --pid-file PATH             the serving process's pid, written once accepting\n"
+        "  --request-ids               X-Request-Id on every response: the client's if valid,\n"
+        "                              else generated (and in the access log)\n"
         "  --upgrade-timeout-ms N      SIGUSR2: how long the successor has to be ready (10000)\n"
         "  --quiet                     log warnings and errors only\n"
         "  --help                      this text\n"
@@ -271,6 +273,7 @@ int main(int argc, char **argv) {
         O_ADMIN,
         O_ALOG,
         O_PIDF,
+        O_RID,
         O_UPTO,
         O_HELP
     };
@@ -300,6 +303,7 @@ int main(int argc, char **argv) {
         {"admin", required_argument, 0, O_ADMIN},
         {"access-log", required_argument, 0, O_ALOG},
         {"pid-file", required_argument, 0, O_PIDF},
+        {"request-ids", no_argument, 0, O_RID},
         {"upgrade-timeout-ms", required_argument, 0, O_UPTO},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
@@ -316,7 +320,8 @@ int main(int argc, char **argv) {
             continue;
         }
         if (o != O_HOST && o != O_BACKEND && o != O_QUIET && o != O_HELP && o != O_PIN &&
-            o != O_ADMIN && o != O_ALOG && o != O_PIDF && o != '?' && parse_u32(optarg, &v)) {
+            o != O_ADMIN && o != O_ALOG && o != O_PIDF && o != O_RID && o != '?' &&
+            parse_u32(optarg, &v)) {
             fprintf(stderr, "ugate-serve: bad number for --%s: %s\n", opts[o - O_HOST].name,
                     optarg);
             return 2;
@@ -333,6 +338,9 @@ int main(int argc, char **argv) {
             break;
         case O_PIDF:
             pid_file = optarg;
+            break;
+        case O_RID:
+            cfg.request_ids = 1;
             break;
         case O_UPTO:
             upgrade_timeout_ms = v < 1 ? 1 : v > 600000 ? 600000 : v;
