@@ -152,10 +152,14 @@ typedef struct ug_config {
 
     int request_ids;         /**< non-zero: every request dispatched gets a request id: the
                                   client's X-Request-Id if it is 1 to UG_REQUEST_ID_MAX
-                                  visible ASCII characters, else one generated unique in the
-                                  process; it is set on the response (a header the handler
-                                  may replace or remove) and read with ug_req_request_id, and
-                                  the access log appends it. 0 (off) */
+                                  characters of [A-Za-z0-9._~+/=:-], else one generated
+                                  unique in the process (revealing nothing of the server);
+                                  it is read with ug_req_request_id, the access log appends
+                                  it, and it is set on the response as X-Request-Id: replace
+                                  it with ug_resp_header_set (ug_resp_header would add a
+                                  second), which changes neither ug_req_request_id nor the
+                                  log, and the core's own 500 and 503 set the original
+                                  again. 0 (off) */
     const char *server_name; /**< value of the Server header; "ugate". NULL: no header. At
                                   most UG_SERVER_NAME_MAX bytes of visible ASCII and spaces
                                   (else ug_server_create fails with -EINVAL) */

@@ -35,7 +35,7 @@
 #define LINE_FIXED_MAX 128u
 #define LINE_MAX_BYTES                                                                             \
     (INET6_ADDRSTRLEN + DATE_LEN + ESCAPED_MAX(TARGET_LOGGED_MAX) +                                \
-     3 * ESCAPED_MAX(HEADER_LOGGED_MAX) + UG_REQUEST_ID_MAX + LINE_FIXED_MAX)
+     3 * ESCAPED_MAX(HEADER_LOGGED_MAX) + ESCAPED_MAX(UG_REQUEST_ID_MAX) + LINE_FIXED_MAX)
 _Static_assert(LINE_MAX_BYTES <= LOG_BUF_SIZE, "a line fits in a loop's buffer");
 #define FLUSH_INTERVAL_MS 1000
 

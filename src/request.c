@@ -121,13 +121,26 @@ static void core_respond(struct ug_request *ctx, int status, const char *body, s
     ctx->conn->flags |= UG_CF_FAILED;
 }
 
-/* ug_config.request_ids: 1 to UG_REQUEST_ID_MAX visible ASCII characters from the client,
- * else generated. */
+/* ug_config.request_ids: 1 to UG_REQUEST_ID_MAX characters from the client, of those ids
+ * are made of (UUIDs, base64, dotted or dashed names): nothing that could mean something to
+ * the HTML, JSON or shell a log ends up in (no quote, backslash, angle bracket, comma,
+ * semicolon or space). Else one is generated. */
 static int valid_request_id(ug_str v) {
     if (!v.ptr || !v.len || v.len > UG_REQUEST_ID_MAX) return 0;
-    for (size_t i = 0; i < v.len; i++)
-        if ((unsigned char)v.ptr[i] < 0x21 || (unsigned char)v.ptr[i] > 0x7e) return 0;
+    for (size_t i = 0; i < v.len; i++) {
+        unsigned char c = (unsigned char)v.ptr[i];
+        int alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        if (!alnum && !strchr("._~+/=:-", c)) return 0;
+    }
     return 1;
+}
+
+/* A bijection of 64 bits (splitmix64's finalizer): generated ids stay unique, and do not
+ * show the loop, the slot or how many requests came before. */
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
 }
 
 void ug__request_id_header(struct ug_request *ctx) {
@@ -151,7 +164,7 @@ static void assign_request_id(ug__loop *lp, struct ug_request *ctx) {
     } else {
         hex16(ctx->rid_buf, lp->srv->rid_prefix);
         ctx->rid_buf[16] = '-';
-        hex16(ctx->rid_buf + 17, ctx->id);
+        hex16(ctx->rid_buf + 17, mix64(ctx->id ^ lp->srv->rid_prefix));
         ctx->rid_buf[UG__RID_LEN] = '\0';
         ctx->request_id = (ug_str){ctx->rid_buf, UG__RID_LEN};
     }

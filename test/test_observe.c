@@ -576,14 +576,14 @@ static void test_access_log_flush_at_free(void) {
 /* ug_config.request_ids: the client's id echoed when valid, else one generated (unique),
  * on every response the server gives for a dispatched request, in the completion hook's
  * view and at the end of the access log's line. */
-static char seen_rid[4][UG_REQUEST_ID_MAX + 1];
+static char seen_rid[8][UG_REQUEST_ID_MAX + 1];
 static int nseen_rid;
 static void on_done_rid(const ug_request *req, const ug_completion *info, void *user) {
     (void)info;
     (void)user;
     ug_str r = ug_req_request_id(req);
     pthread_mutex_lock(&rec_mu);
-    if (nseen_rid < 4)
+    if (nseen_rid < 8)
         snprintf(seen_rid[nseen_rid++], sizeof seen_rid[0], "%.*s", (int)r.len, r.ptr ? r.ptr : "");
     pthread_mutex_unlock(&rec_mu);
 }
@@ -603,6 +603,7 @@ static void test_request_ids(void) {
     ug_config cfg;
     ug_config_init(&cfg);
     cfg.request_ids = 1;
+    cfg.handler_timeout_ms = 200;
     srv_ctx sc;
     ts_create(&sc, &cfg);
     CU_ASSERT_EQUAL(ug_server_on_complete(sc.srv, on_done_rid, NULL), 0);
@@ -627,10 +628,45 @@ static void test_request_ids(void) {
     header_of(hdrs, "X-Request-Id", gen2, sizeof gen2);
     CU_ASSERT_EQUAL(strlen(gen2), strlen(gen1));
     CU_ASSERT(strcmp(gen1, gen2) != 0);
+    /* a client id with a quote in it is not taken */
+    static const char QUOTE_ID[] = "GET / HTTP/1.1\r\nHost: t\r\nX-Request-Id: a\"b\r\n\r\n";
+    CU_ASSERT_EQUAL(tu_send_all(fd, QUOTE_ID, sizeof QUOTE_ID - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, &hdrs), 200);
+    header_of(hdrs, "X-Request-Id", rid, sizeof rid);
+    CU_ASSERT_EQUAL(strlen(rid), strlen(gen1));
     hang_up(fd);
-    for (int i = 0; i < 1000 && nseen_rid < 3; i++) usleep(5000);
+    /* the core's own answers carry it once: a handler that forgot to answer (500), one that
+     * timed out (503); a request refused by the parser has none */
+    fd = tu_connect(sc.port);
+    CU_ASSERT_FATAL(fd >= 0);
+    static const char FORGET[] = "GET /forget HTTP/1.1\r\nHost: t\r\nX-Request-Id: f-1\r\n\r\n";
+    CU_ASSERT_EQUAL(tu_send_all(fd, FORGET, sizeof FORGET - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, &hdrs), 500);
+    header_of(hdrs, "X-Request-Id", rid, sizeof rid);
+    CU_ASSERT_STRING_EQUAL(rid, "f-1");
+    CU_ASSERT_PTR_NULL(strcasestr(strcasestr(hdrs, "X-Request-Id") + 1, "X-Request-Id"));
+    hang_up(fd);
+    fd = tu_connect(sc.port);
+    CU_ASSERT_FATAL(fd >= 0);
+    static const char LATE[] = "GET /late-id HTTP/1.1\r\nHost: t\r\nX-Request-Id: t-1\r\n\r\n";
+    CU_ASSERT_EQUAL(tu_send_all(fd, LATE, sizeof LATE - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, &hdrs), 503);
+    header_of(hdrs, "X-Request-Id", rid, sizeof rid);
+    CU_ASSERT_STRING_EQUAL(rid, "t-1");
+    CU_ASSERT_PTR_NULL(strcasestr(strcasestr(hdrs, "X-Request-Id") + 1, "X-Request-Id"));
+    hang_up(fd);
+    fd = tu_connect(sc.port);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL(tu_send_all(fd, BAD, sizeof BAD - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, &hdrs), 400);
+    CU_ASSERT_PTR_NULL(strcasestr(hdrs, "X-Request-Id"));
+    hang_up(fd);
+    for (int i = 0; i < 1000 && nseen_rid < 7; i++) usleep(5000);
     pthread_mutex_lock(&rec_mu);
-    CU_ASSERT_EQUAL(nseen_rid, 3);
+    CU_ASSERT_EQUAL(nseen_rid, 7);
+    CU_ASSERT_STRING_EQUAL(seen_rid[4], "f-1");
+    CU_ASSERT_STRING_EQUAL(seen_rid[5], "t-1");
+    CU_ASSERT_STRING_EQUAL(seen_rid[6], ""); /* refused by the parser: none */
     CU_ASSERT_STRING_EQUAL(seen_rid[0], "abc-123");
     CU_ASSERT_STRING_EQUAL(seen_rid[1], gen1);
     CU_ASSERT_STRING_EQUAL(seen_rid[2], gen2);
