@@ -588,6 +588,13 @@ static void on_done_rid(const ug_request *req, const ug_completion *info, void *
     pthread_mutex_unlock(&rec_mu);
 }
 
+static int count_rid(void) { /* the hook writes it on the loops */
+    pthread_mutex_lock(&rec_mu);
+    int n = nseen_rid;
+    pthread_mutex_unlock(&rec_mu);
+    return n;
+}
+
 static void header_of(const char *hdrs, const char *name, char *out, size_t cap) {
     out[0] = '\0';
     const char *p = hdrs ? strcasestr(hdrs, name) : NULL;
@@ -599,7 +606,9 @@ static void header_of(const char *hdrs, const char *name, char *out, size_t cap)
 }
 
 static void test_request_ids(void) {
+    pthread_mutex_lock(&rec_mu);
     nseen_rid = 0;
+    pthread_mutex_unlock(&rec_mu);
     ug_config cfg;
     ug_config_init(&cfg);
     cfg.request_ids = 1;
@@ -661,7 +670,7 @@ static void test_request_ids(void) {
     CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, &hdrs), 400);
     CU_ASSERT_PTR_NULL(strcasestr(hdrs, "X-Request-Id"));
     hang_up(fd);
-    for (int i = 0; i < 1000 && nseen_rid < 7; i++) usleep(5000);
+    for (int i = 0; i < 1000 && count_rid() < 7; i++) usleep(5000);
     pthread_mutex_lock(&rec_mu);
     CU_ASSERT_EQUAL(nseen_rid, 7);
     CU_ASSERT_STRING_EQUAL(seen_rid[4], "f-1");
