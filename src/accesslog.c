@@ -282,21 +282,15 @@ static void write_pending(ug_access_log *log) {
     }
 }
 
-static uint64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void *writer_main(void *arg) {
     ug_access_log *log = arg;
     struct pollfd pfd = {.fd = log->efd, .events = POLLIN};
-    uint64_t next_tick = mono_ms() + FLUSH_INTERVAL_MS;
+    uint64_t next_tick = ug__clock_ns() / 1000000u + FLUSH_INTERVAL_MS;
     for (;;) {
         int stop = atomic_load_explicit(&log->stop, memory_order_acquire);
         write_pending(log);
         if (stop) break;
-        uint64_t now = mono_ms();
+        uint64_t now = ug__clock_ns() / 1000000u;
         if (now >= next_tick) {
             /* Fails once the run has returned (the loops take no posts): nothing to ask. */
             for (uint32_t i = 0; i < log->nloops; i++) /* not to a loop yet to run: they pile */

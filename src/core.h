@@ -339,15 +339,12 @@ _Static_assert(sizeof(ug_stats) % sizeof(uint64_t) == 0, "ug_stats holds only ui
 /* Responses by status code: one counter per code the server can send. */
 #define UG__STATUS_MIN 100
 #define UG__STATUS_MAX 599
-/* ugate_request_duration_seconds: the upper bounds of its buckets, in seconds (the last,
- * +Inf, is implied). Finer than Prometheus's defaults at the low end: most requests here
- * take microseconds. */
-#define UG__DURATION_BUCKETS                                                                       \
-    {                                                                                              \
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,  \
-            5, 10                                                                                  \
-    }
+/* ugate_request_duration_seconds: the upper bounds of its buckets, in nanoseconds (the
+ * last, +Inf, is implied), so that an observation is integer compares (request.c) and the
+ * exposition prints them exactly (metrics.c). Finer than Prometheus's defaults at the low
+ * end: most requests here take microseconds. */
 #define UG__DURATION_NBUCKETS 16
+extern const uint64_t ug__duration_bounds_ns[UG__DURATION_NBUCKETS];
 
 /* What a loop contributes to the report (summed when the run ends). */
 typedef struct ug__loop_report {

@@ -29,19 +29,24 @@ typedef struct dyn {
     int failed; /* out of memory: sticky */
 } dyn;
 
-static void put_bytes(dyn *d, const char *p, size_t n) {
-    if (d->failed) return;
-    if (d->cap - d->len <= n) {
-        size_t cap = d->cap ? d->cap : PART_FIRST_CAP;
-        while (cap - d->len <= n) cap *= 2;
-        char *grown = ug__realloc(d->p, cap);
-        if (!grown) {
-            d->failed = 1;
-            return;
-        }
-        d->p = grown;
-        d->cap = cap;
+/* Room for n more bytes and a NUL: 0, or -1 (sticky failure) when memory runs out. */
+static int grow(dyn *d, size_t n) {
+    if (d->failed) return -1;
+    if (d->cap - d->len > n) return 0;
+    size_t cap = d->cap ? d->cap : PART_FIRST_CAP;
+    while (cap - d->len <= n) cap *= 2;
+    char *grown = ug__realloc(d->p, cap);
+    if (!grown) {
+        d->failed = 1;
+        return -1;
     }
+    d->p = grown;
+    d->cap = cap;
+    return 0;
+}
+
+static void put_bytes(dyn *d, const char *p, size_t n) {
+    if (grow(d, n)) return;
     memcpy(d->p + d->len, p, n);
     d->len += n;
     d->p[d->len] = '\0';
@@ -58,12 +63,7 @@ __attribute__((format(printf, 2, 3))) static void put(dyn *d, const char *fmt, .
             d->len += (size_t)n;
             return;
         }
-        size_t cap = d->cap ? d->cap : PART_FIRST_CAP;
-        while (cap - d->len <= (size_t)n) cap *= 2;
-        char *grown = ug__realloc(d->p, cap);
-        if (!grown) break;
-        d->p = grown;
-        d->cap = cap;
+        if (grow(d, (size_t)n)) return;
     }
     d->failed = 1;
 }

@@ -32,7 +32,6 @@ static void family(metrics_out *o, const char *name, const char *type, const cha
 #define SUFFIX_COUNTER "_total"
 #define SUFFIX_GAUGE ""
 
-static const double duration_bounds[UG__DURATION_NBUCKETS] = UG__DURATION_BUCKETS;
 static const char *const view_names[UG_VIEW_COUNT] = UG__VIEW_NAMES;
 
 /* Seconds from nanoseconds with `decimals` digits (1..9), by integer arithmetic: printf's %f
@@ -92,8 +91,7 @@ static void loop_metrics(const ug_server *srv, metrics_out *o) {
         count += buckets[b];
         if (b < UG__DURATION_NBUCKETS)
             put(o, "ugate_request_duration_seconds_bucket{le=\"%s\"} %llu\n",
-                le_label(&sb, (uint64_t)(duration_bounds[b] * 1e9 + 0.5)),
-                (unsigned long long)count);
+                le_label(&sb, ug__duration_bounds_ns[b]), (unsigned long long)count);
         else
             put(o, "ugate_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
                 (unsigned long long)count);

@@ -294,16 +294,16 @@ void ug__request_answered(struct ug_request *req) {
     ug__mark_dirty(req->loop, req->conn);
 }
 
-static const double duration_bounds[UG__DURATION_NBUCKETS] = UG__DURATION_BUCKETS;
-
-/* Bucket bounds in nanoseconds, so an observation is integer compares. */
-static uint64_t bound_ns(unsigned i) {
-    return (uint64_t)(duration_bounds[i] * 1e9 + 0.5);
-}
+#define MS_NS 1000000ull
+const uint64_t ug__duration_bounds_ns[UG__DURATION_NBUCKETS] = {
+    MS_NS / 10,   MS_NS / 4,    MS_NS / 2,    MS_NS,         5 * MS_NS / 2, 5 * MS_NS,
+    10 * MS_NS,   25 * MS_NS,   50 * MS_NS,   100 * MS_NS,   250 * MS_NS,   500 * MS_NS,
+    1000 * MS_NS, 2500 * MS_NS, 5000 * MS_NS, 10000 * MS_NS,
+};
 
 static void observe(ug__loop *lp, uint64_t ns) {
     unsigned b = 0;
-    while (b < UG__DURATION_NBUCKETS && ns > bound_ns(b)) b++;
+    while (b < UG__DURATION_NBUCKETS && ns > ug__duration_bounds_ns[b]) b++;
     UG_GAUGE_ADD(lp->duration_counts[b], 1u);
     UG_GAUGE_ADD(lp->duration_sum_ns, ns);
 }
