@@ -31,6 +31,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <http_parser.h>
 #include <netinet/in.h>
 #include <stddef.h>
@@ -369,7 +370,6 @@ static int check_host(ug__http_req *r, const char *b) {
 static int on_headers_complete(http_parser *hp) {
     struct ctx *c = hp->data;
     ug__http_req *r = c->r;
-    const ug__http_limits *lim = r->limits;
     if (r->flags_ & ST_IN_VALUE) finish_header(c, &r->headers[r->cur_hdr_]);
     r->flags_ &= ~(uint32_t)(ST_IN_FIELD | ST_IN_VALUE);
     r->http_major = (uint8_t)hp->http_major;
@@ -442,11 +442,8 @@ static int on_headers_complete(http_parser *hp) {
         fail(r, 400, "inconsistent Transfer-Encoding");
         return -1;
     }
-    /* The whole request must fit the caller's uint32_t offsets. */
-    if (cl > lim->max_body_bytes || cl > UINT32_MAX - (uint64_t)lim->max_header_bytes) {
-        fail(r, 413, "Content-Length too large");
-        return -1;
-    }
+    /* The declared length is checked against the limit when the body begins
+     * (ug__http_body_begin): the caller may pick the limit by route, from the head. */
     c->result = UG_HTTP_HEADERS_DONE;
     http_parser_pause(hp, 1);
     return 0;
@@ -466,6 +463,46 @@ void ug__http_req_init(ug__http_req *r, const ug__http_limits *limits, ug__http_
     http_parser_init(parser_of(r), HTTP_REQUEST);
     r->limits = limits;
     r->headers = headers;
+    r->body_limit = limits->max_body_bytes;
+}
+
+int ug__http_body_begin(ug__http_req *r, uint64_t limit, int stream) {
+    assert(r->phase_ != PH_HEADERS && !r->body_begun_);
+    r->body_begun_ = 1;
+    if (r->phase_ == PH_ERROR) return UG_HTTP_ERROR;
+    r->body_limit = limit;
+    if (r->content_length > limit) return fail(r, 413, "Content-Length too large");
+    if (!stream) {
+        /* A buffered request must fit the caller's uint32_t offsets. */
+        if (r->content_length > UINT32_MAX - (uint64_t)r->header_bytes)
+            return fail(r, 413, "Content-Length too large");
+        return UG_HTTP_HEADERS_DONE;
+    }
+    /* From here the body is parsed from a buffer of its own that starts at the byte after
+     * the head: every offset restarts at 0. */
+    r->stream_ = 1;
+    r->consumed = r->body.off = r->body_write_ = r->scan_ = 0;
+    r->body_left_ = r->content_length;
+    return UG_HTTP_HEADERS_DONE;
+}
+
+void ug__http_body_drop(ug__http_req *r, char *base, uint32_t *len) {
+    assert(r->stream_ && r->body.off == 0);
+    /* In the trailer section the lines parsed so far are kept (ug__http_find_trailer reads
+     * them); before it, every byte consumed goes: the data and its framing. */
+    uint32_t keep_from = r->phase_ == PH_TRAILERS ? r->trailer_start_ : r->consumed;
+    assert(keep_from <= *len && r->body_write_ <= keep_from);
+    memmove(base, base + keep_from, *len - keep_from);
+    *len -= keep_from;
+    r->consumed -= keep_from;
+    r->scan_ = r->scan_ > keep_from ? r->scan_ - keep_from : 0;
+    r->trailer_start_ -= r->phase_ == PH_TRAILERS ? keep_from : 0;
+    for (uint32_t i = 0; i < r->ntrailers; i++) {
+        r->headers[r->nheaders + i].name.off -= keep_from;
+        r->headers[r->nheaders + i].value.off -= keep_from;
+    }
+    r->body_write_ = 0;
+    r->body.len = 0;
 }
 
 /* Status for an error http-parser found by itself; at is the offending byte. */
@@ -669,8 +706,47 @@ static int next_line(ug__http_req *r, const char *base, uint32_t end, uint32_t m
     return 1;
 }
 
+/* A trailer field line (trailer_line_ok has checked it): kept for ug__http_find_trailer in
+ * the header array's entries the headers left free; those past them are not kept (trailers
+ * are optional to act on: RFC 9110 6.5.1). The section as a whole is held to
+ * max_header_bytes, like the head: a streamed body keeps it in its buffer until the end. */
+static int add_trailer(ug__http_req *r, const char *base, uint32_t lf) {
+    if (lf + 1 - r->trailer_start_ > r->limits->max_header_bytes)
+        return fail(r, 431, "trailer section too large");
+    if (r->nheaders + r->ntrailers >= r->limits->max_headers) return 0;
+    ug__http_header *h = &r->headers[r->nheaders + r->ntrailers++];
+    const char *line = base + r->consumed;
+    const char *colon = memchr(line, ':', lf - 1 - r->consumed);
+    assert(colon);
+    h->name = (ug__span){r->consumed, (uint32_t)(colon - line)};
+    uint32_t v = (uint32_t)(colon + 1 - base), e = lf - 1;
+    while (v < e && (base[v] == ' ' || base[v] == '\t')) v++;
+    while (e > v && (base[e - 1] == ' ' || base[e - 1] == '\t')) e--;
+    h->value = (ug__span){v, e - v};
+    return 0;
+}
+
+/* A streamed Content-Length body: whatever has arrived, up to what is left of it. */
+static int parse_length_stream(ug__http_req *r, uint32_t len) {
+    uint32_t avail = len - r->consumed;
+    uint32_t take = (uint64_t)avail < r->body_left_ ? avail : (uint32_t)r->body_left_;
+    r->consumed += take;
+    r->body_write_ = r->consumed;
+    r->body.len = r->consumed;
+    r->body_left_ -= take;
+    r->body_seen_ += take;
+    if (r->body_left_) return UG_HTTP_NEED_MORE;
+    r->phase_ = PH_DONE;
+    return UG_HTTP_DONE;
+}
+
 static int parse_body(ug__http_req *r, char *base, uint32_t len) {
     const ug__http_limits *lim = r->limits;
+    if (!r->body_begun_) { /* the caller took the defaults */
+        int rc = ug__http_body_begin(r, r->body_limit, 0);
+        if (rc == UG_HTTP_ERROR) return rc;
+    }
+    if (r->phase_ == PH_LENGTH && r->stream_) return parse_length_stream(r, len);
     if (r->phase_ == PH_LENGTH) {
         uint64_t need = (uint64_t)r->header_bytes + r->content_length;
         if (len < need) {
@@ -683,10 +759,11 @@ static int parse_body(ug__http_req *r, char *base, uint32_t len) {
         return UG_HTTP_DONE;
     }
     /* Chunked: the raw bytes, framing included, are capped (saturating: limits are 64-bit,
-     * offsets 32-bit). */
-    uint64_t slack = lim->max_body_bytes > (UINT64_MAX - CHUNK_SLACK) / 2
+     * offsets 32-bit). A streamed body is not: its buffer only ever holds what has not been
+     * handed out, and the caller bounds that. */
+    uint64_t slack = r->stream_ || r->body_limit > (UINT64_MAX - CHUNK_SLACK) / 2
                          ? UINT64_MAX
-                         : 2 * lim->max_body_bytes + CHUNK_SLACK;
+                         : 2 * r->body_limit + CHUNK_SLACK;
     uint32_t cap =
         slack < UINT32_MAX - r->header_bytes ? (uint32_t)(r->header_bytes + slack) : UINT32_MAX;
     uint32_t end = len < cap ? len : cap;
@@ -701,20 +778,23 @@ static int parse_body(ug__http_req *r, char *base, uint32_t len) {
             uint64_t size;
             int rc = parse_chunk_line(base + r->consumed, base + lf - 1, &size);
             if (rc < 0) return fail(r, 400, "malformed chunk-size line");
-            if (size > lim->max_body_bytes - r->body.len || size > UINT32_MAX - r->consumed)
+            if (size > r->body_limit - r->body_seen_ ||
+                (!r->stream_ && size > UINT32_MAX - r->consumed))
                 return fail(r, 413, "chunked body too large");
             r->consumed = lf + 1;
-            r->chunk_left_ = (uint32_t)size;
+            r->chunk_left_ = size;
             r->phase_ = size ? PH_CHUNK_DATA : PH_TRAILERS;
+            r->trailer_start_ = r->consumed;
             break;
         }
         case PH_CHUNK_DATA: {
             uint32_t n = end - r->consumed;
-            if (n > r->chunk_left_) n = r->chunk_left_;
+            if (n > r->chunk_left_) n = (uint32_t)r->chunk_left_;
             if (!n) goto need_more;
             memmove(base + r->body_write_, base + r->consumed, n); /* de-chunk */
             r->body_write_ += n;
             r->body.len += n;
+            r->body_seen_ += n;
             r->consumed += n;
             r->chunk_left_ -= n;
             if (!r->chunk_left_) r->phase_ = PH_CHUNK_CRLF;
@@ -742,6 +822,7 @@ static int parse_body(ug__http_req *r, char *base, uint32_t len) {
             }
             if (!trailer_line_ok(base + r->consumed, base + lf - 1))
                 return fail(r, 400, "malformed trailer section");
+            if (add_trailer(r, base, lf)) return UG_HTTP_ERROR;
             r->consumed = lf + 1;
             break;
         default:
@@ -772,10 +853,10 @@ int ug__http_starts_head(const char *base, uint32_t len) {
     return len - m >= sizeof("HEAD ") - 1 && !memcmp(base + m, "HEAD ", sizeof("HEAD ") - 1);
 }
 
-int ug__http_find_header(const ug__http_req *r, const char *base, const char *name,
-                         uint32_t name_len) {
-    for (uint32_t i = 0; i < r->nheaders; i++) {
-        const ug__http_header *h = &r->headers[i];
+static int find_in(const ug__http_header *v, uint32_t n, const char *base, const char *name,
+                   uint32_t name_len) {
+    for (uint32_t i = 0; i < n; i++) {
+        const ug__http_header *h = &v[i];
         if (h->name.len != name_len) continue;
         const char *a = base + h->name.off;
         uint32_t k = 0;
@@ -783,6 +864,17 @@ int ug__http_find_header(const ug__http_req *r, const char *base, const char *na
         if (k == name_len) return (int)i;
     }
     return -1;
+}
+
+int ug__http_find_header(const ug__http_req *r, const char *base, const char *name,
+                         uint32_t name_len) {
+    return find_in(r->headers, r->nheaders, base, name, name_len);
+}
+
+int ug__http_find_trailer(const ug__http_req *r, const char *base, const char *name,
+                          uint32_t name_len) {
+    int i = find_in(r->headers + r->nheaders, r->ntrailers, base, name, name_len);
+    return i < 0 ? i : (int)r->nheaders + i;
 }
 
 const char *ug__http_reason(int status) {

@@ -67,6 +67,10 @@ typedef struct ug__http_req {
     uint64_t content_length; /* declared Content-Length, 0 if none or chunked */
     ug__span body;           /* de-chunked body (valid once UG_HTTP_DONE) */
 
+    uint32_t ntrailers;       /* trailer fields, in headers[nheaders ...] (chunked only) */
+    uint64_t body_limit;      /* de-chunked bytes allowed: limits->max_body_bytes, or the
+                                 caller's (ug__http_body_begin) */
+    uint64_t body_seen_;      /* de-chunked body bytes so far, handed out ones included */
     uint32_t consumed;        /* bytes of the request consumed so far, from base */
     uint32_t header_bytes;    /* length of request line + header section once HEADERS_DONE */
     int error_status;         /* 400, 413, 414, 431, 501, 505 with UG_HTTP_ERROR */
@@ -74,13 +78,17 @@ typedef struct ug__http_req {
 #define UG_HTTP_REASON_TOO_MANY_HEADERS "too many header fields"
 
     /* private bookkeeping for http.c */
-    uint8_t phase_;       /* where the request is: head, body framing, done */
-    uint32_t flags_;      /* what the head said so far */
-    uint32_t cur_hdr_;    /* header being filled */
-    uint32_t host_idx_;   /* 1 + index of the Host header, 0 if none */
-    uint32_t body_write_; /* where the next de-chunked body byte goes (offset from base) */
-    uint32_t chunk_left_; /* data bytes of the current chunk still to come */
-    uint32_t scan_;       /* a line's end was looked for up to here (0: from consumed) */
+    uint8_t phase_;          /* where the request is: head, body framing, done */
+    uint32_t flags_;         /* what the head said so far */
+    uint32_t cur_hdr_;       /* header being filled */
+    uint32_t host_idx_;      /* 1 + index of the Host header, 0 if none */
+    uint32_t body_write_;    /* where the next de-chunked body byte goes (offset from base) */
+    uint64_t chunk_left_;    /* data bytes of the current chunk still to come */
+    uint64_t body_left_;     /* streamed Content-Length body: bytes still to come */
+    uint32_t trailer_start_; /* where the trailer section's first line starts */
+    uint8_t stream_;         /* the body is parsed from its own buffer (ug__http_body_begin) */
+    uint8_t body_begun_;
+    uint32_t scan_; /* a line's end was looked for up to here (0: from consumed) */
 } ug__http_req;
 
 /* Prepare r for a new request. headers must hold limits->max_headers entries. */
@@ -90,6 +98,20 @@ void ug__http_req_init(ug__http_req *r, const ug__http_limits *limits, ug__http_
  * one call to the next, with new bytes only appended. Returns enum ug__http_result. Bytes
  * after the end of the request (a pipelined next request) are never consumed. */
 int ug__http_parse(ug__http_req *r, char *base, uint32_t len);
+
+/* Once UG_HTTP_HEADERS_DONE is returned, before the next call: the body's limit (413 at
+ * once for a Content-Length over it, or as soon as a chunked body passes it) and whether it
+ * is streamed. Without this call the next parse takes limits->max_body_bytes, buffered.
+ * Returns UG_HTTP_HEADERS_DONE or UG_HTTP_ERROR.
+ *
+ * Streamed: the caller moves the bytes after the head (base[header_bytes ..)) to a buffer of
+ * their own and parses from it; each parse leaves body.len new de-chunked bytes at its
+ * offset 0 (body.off), which the caller hands out, then removes with ug__http_body_drop
+ * (which also removes the framing consumed), before parsing more. Memory is what the caller
+ * buffers, whatever the body's size; offsets restart after every drop. On UG_HTTP_DONE the
+ * last bytes are at offset 0 and the bytes after 'consumed' are the next request's. */
+int ug__http_body_begin(ug__http_req *r, uint64_t limit, int stream);
+void ug__http_body_drop(ug__http_req *r, char *base, uint32_t *len);
 
 /* Byte classes: RFC 9110 5.6.2 tchar, RFC 3986 reg-name's unreserved / sub-delims, HEXDIG. */
 enum ug__http_byte_class {
@@ -106,6 +128,10 @@ int ug__http_starts_head(const char *base, uint32_t len);
 /* Case-insensitive lookup of the first header named name; returns its index or -1. */
 int ug__http_find_header(const ug__http_req *r, const char *base, const char *name,
                          uint32_t name_len);
+
+/* The same for the trailer fields of a chunked body (an index into headers, or -1). */
+int ug__http_find_trailer(const ug__http_req *r, const char *base, const char *name,
+                          uint32_t name_len);
 
 /* Reason phrase for a status code ("OK", "Not Found", ...); "Unknown" if not known. */
 const char *ug__http_reason(int status);

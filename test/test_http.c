@@ -1059,15 +1059,157 @@ static void test_limit_header_count(void) {
         }
         CU_ASSERT_EQUAL(all_modes_agree(&SMALL, buf, (uint32_t)n, "header count"), 0);
     }
-    /* Trailers do not count as header fields, and are not reported. */
+    /* Trailers do not count as header fields: those that fit in the room the headers left
+     * are kept as trailers, the rest are not. */
     int n = snprintf(buf, sizeof buf, CHUNKED_HEAD "1\r\nz\r\n0\r\n");
     for (int i = 0; i < 10; i++) n += snprintf(buf + n, sizeof buf - (size_t)n, "T%d: x\r\n", i);
     n += snprintf(buf + n, sizeof buf - (size_t)n, "\r\n");
     drive(&X1, &SMALL, buf, (uint32_t)n, 0, 0);
     CU_ASSERT_EQUAL(X1.rc, UG_HTTP_DONE);
     CU_ASSERT_EQUAL(X1.r.nheaders, 2);
+    CU_ASSERT_EQUAL(X1.r.ntrailers, SMALL.max_headers - 2);
     CU_ASSERT(span_is(X1.base, X1.r.body, "z"));
     CU_ASSERT_EQUAL(X1.r.consumed, (uint32_t)n);
+    CU_ASSERT_EQUAL(ug__http_find_trailer(&X1.r, X1.base, "t0", 2), 2);
+    CU_ASSERT_EQUAL(ug__http_find_trailer(&X1.r, X1.base, "T9", 2), -1);
+    CU_ASSERT_EQUAL(ug__http_find_header(&X1.r, X1.base, "T0", 2), -1);
+}
+
+/* A streamed body (ug__http_body_begin with stream set), fed from 'in' in pieces of at most
+ * 'step' bytes after the first 'split' (0: all at once): what is handed out, in order, the
+ * status, and the pipelined bytes left after the request. */
+typedef struct stream_run {
+    int rc, status;
+    char out[4096];
+    uint32_t out_len;
+    char rest[256];
+    uint32_t rest_len;
+    char trailer[64]; /* the value of trailer "T", if any */
+    uint32_t pieces, drops;
+} stream_run;
+
+static void drive_stream(stream_run *x, const char *in, uint32_t n, uint32_t split, uint32_t step,
+                         uint64_t limit) {
+    static char buf[8192];
+    static ug__http_header hdrs[8];
+    static const ug__http_limits lim = {
+        .max_header_bytes = 512, .max_headers = 8, .max_uri_bytes = 100, .max_body_bytes = 16};
+    ug__http_req r;
+    memset(x, 0, sizeof *x);
+    ug__http_req_init(&r, &lim, hdrs);
+    uint32_t fed = 0, len = 0;
+    int rc = UG_HTTP_NEED_MORE, streaming = 0;
+    while (rc == UG_HTTP_NEED_MORE || rc == UG_HTTP_HEADERS_DONE) {
+        if (rc == UG_HTTP_NEED_MORE) {
+            if (fed == n) break;
+            uint32_t k = !fed && split ? split : step;
+            if (k > n - fed) k = n - fed;
+            memcpy(buf + len, in + fed, k);
+            fed += k;
+            len += k;
+        }
+        rc = ug__http_parse(&r, buf, len);
+        if (rc == UG_HTTP_HEADERS_DONE && !streaming) {
+            streaming = 1;
+            rc = ug__http_body_begin(&r, limit, 1);
+            if (rc == UG_HTTP_ERROR) break;
+            uint32_t hb = r.header_bytes;
+            memmove(buf, buf + hb, len - hb); /* the body's own buffer */
+            len -= hb;
+            rc = UG_HTTP_NEED_MORE;
+            if (!len) continue;
+            rc = ug__http_parse(&r, buf, len);
+        }
+        if (!streaming || rc == UG_HTTP_ERROR) continue;
+        CU_ASSERT_EQUAL_FATAL(r.body.off, 0);
+        if (r.body.len) {
+            CU_ASSERT_FATAL(x->out_len + r.body.len <= sizeof x->out);
+            memcpy(x->out + x->out_len, buf, r.body.len);
+            x->out_len += r.body.len;
+            x->pieces++;
+        }
+        if (rc == UG_HTTP_DONE) break;
+        ug__http_body_drop(&r, buf, &len);
+        x->drops++;
+        CU_ASSERT(len <= 512 + 64); /* only what is not handed out is kept */
+    }
+    x->rc = rc;
+    x->status = rc == UG_HTTP_ERROR ? r.error_status : 0;
+    if (rc != UG_HTTP_DONE) return;
+    int t = ug__http_find_trailer(&r, buf, "t", 1);
+    if (t >= 0) memcpy(x->trailer, buf + hdrs[t].value.off, hdrs[t].value.len);
+    memcpy(x->rest, buf + r.consumed, len - r.consumed);
+    x->rest_len = len - r.consumed;
+    memcpy(x->rest + x->rest_len, in + fed, n - fed);
+    x->rest_len += n - fed;
+}
+
+static void test_stream_body(void) {
+    static const char *const cases[][3] = {
+        /* request, the body handed out, the trailer T */
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello worldGET", "hello world",
+         ""},
+        {CHUNKED_HEAD "5\r\nhello\r\n1;x=y\r\n \r\n5\r\nworld\r\n0\r\nT: tv \r\nU: 2\r\n\r\nGET",
+         "hello world", "tv"},
+        {CHUNKED_HEAD "0\r\n\r\nGET", "", ""},
+    };
+    /* A limit far below the bodies: streamed, the limit is on the whole body (64 here), never
+     * on what is buffered. */
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *in = cases[c][0];
+        uint32_t n = (uint32_t)strlen(in);
+        for (uint32_t split = 0; split < n; split++) {
+            for (uint32_t step = 1; step <= 7; step += 6) {
+                stream_run x;
+                drive_stream(&x, in, n, split, step, 64);
+                CU_ASSERT_EQUAL(x.rc, UG_HTTP_DONE);
+                CU_ASSERT_EQUAL(x.out_len, strlen(cases[c][1]));
+                CU_ASSERT(!memcmp(x.out, cases[c][1], x.out_len));
+                CU_ASSERT_STRING_EQUAL(x.trailer, cases[c][2]);
+                CU_ASSERT_EQUAL(x.rest_len, 3);
+                CU_ASSERT(!memcmp(x.rest, "GET", 3));
+                if (step == 1 && split == 0 && c < 2) CU_ASSERT(x.pieces > 1);
+            }
+        }
+    }
+    /* A body far larger than anything buffered: 2000 bytes in 1-byte chunks, 100 at a time. */
+    static char big_in[16384];
+    uint32_t n = (uint32_t)sprintf(big_in, CHUNKED_HEAD);
+    for (int i = 0; i < 2000; i++) n += (uint32_t)sprintf(big_in + n, "1\r\n%c\r\n", 'a' + i % 26);
+    n += (uint32_t)sprintf(big_in + n, "0\r\n\r\n");
+    stream_run x;
+    drive_stream(&x, big_in, n, 0, 100, 2000);
+    CU_ASSERT_EQUAL(x.rc, UG_HTTP_DONE);
+    CU_ASSERT_EQUAL(x.out_len, 2000);
+    int ok = 1;
+    for (uint32_t i = 0; i < x.out_len; i++) ok &= x.out[i] == 'a' + (char)(i % 26);
+    CU_ASSERT(ok);
+    /* One over the limit: 413 on the chunk that passes it (the bytes parsed in the same call
+     * are not handed out: the request is refused). */
+    drive_stream(&x, big_in, n, 0, 100, 1999);
+    CU_ASSERT_EQUAL(x.rc, UG_HTTP_ERROR);
+    CU_ASSERT_EQUAL(x.status, 413);
+    CU_ASSERT(x.out_len < 1999 && x.out_len > 1900);
+    /* A declared length over the limit: 413 before any byte is handed out. */
+    const char *cl = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 65\r\n\r\nabc";
+    drive_stream(&x, cl, (uint32_t)strlen(cl), 0, 1, 64);
+    CU_ASSERT_EQUAL(x.status, 413);
+    CU_ASSERT_EQUAL(x.out_len, 0);
+    /* Above the 32-bit offsets a buffered body is held to: fine when streamed. */
+    cl = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8589934592\r\n\r\nabc";
+    drive_stream(&x, cl, (uint32_t)strlen(cl), 0, 1, UINT64_MAX);
+    CU_ASSERT_EQUAL(x.rc, UG_HTTP_NEED_MORE);
+    CU_ASSERT_EQUAL(x.out_len, 3);
+    /* An endless trailer section: 431 once it passes max_header_bytes, kept bytes bounded. */
+    n = (uint32_t)sprintf(big_in, CHUNKED_HEAD "1\r\nz\r\n0\r\n");
+    for (int i = 0; i < 200; i++) n += (uint32_t)sprintf(big_in + n, "X%d: yyyy\r\n", i);
+    drive_stream(&x, big_in, n, 0, 50, 64);
+    CU_ASSERT_EQUAL(x.status, 431);
+    /* Broken framing mid-stream: 400. */
+    cl = CHUNKED_HEAD "3\r\nabc\r\nzz\r\n";
+    drive_stream(&x, cl, (uint32_t)strlen(cl), 0, 1, 64);
+    CU_ASSERT_EQUAL(x.status, 400);
+    CU_ASSERT_EQUAL(x.out_len, 3);
 }
 
 static void test_limit_uri(void) {
@@ -1540,6 +1682,7 @@ static void register_suites(void) {
     CU_add_test(s, "limit: request-target (414)", test_limit_uri);
     CU_add_test(s, "limit: declared body (413)", test_limit_body_declared);
     CU_add_test(s, "limit: chunked body (413)", test_limit_body_chunked);
+    CU_add_test(s, "streamed bodies: pieces, drops, limits, trailers", test_stream_body);
     CU_add_test(s, "HEADERS_DONE before the body", test_headers_done_before_body);
     CU_add_test(s, "error keeps the HEAD flag", test_error_keeps_head_flag);
     CU_add_test(s, "find_header", test_find_header);
