@@ -219,6 +219,9 @@ typedef ug_handler_result (*ug_handler_fn)(ug_request *req, void *user);
 
 #define UG_ROUTE_EXACT 0u  /**< path must equal the route's path */
 #define UG_ROUTE_PREFIX 1u /**< path starts with the route's path */
+/** The handler runs as soon as the head is in, before the body: it reads the body in pieces
+ *  with ug_req_read_body (ug_req_body is empty). See "Streamed request bodies". */
+#define UG_ROUTE_STREAM_BODY 2u
 
 /** Register a route before ug_server_run. method is "GET", "POST", ... or NULL for any;
  *  a GET route also answers HEAD (the body is suppressed). path is copied. Routes are tried
@@ -227,6 +230,125 @@ typedef ug_handler_result (*ug_handler_fn)(ug_request *req, void *user);
  *  ug_server_run; not after. */
 int ug_route(ug_server *srv, const char *method, const char *path, unsigned flags,
              ug_handler_fn handler, void *user);
+
+/** The body limit of the route registered with exactly this method (NULL for the route
+ *  registered with NULL) and path, instead of ug_config.max_body_bytes: 413 as soon as a
+ *  Content-Length says more, or a chunked body passes it. A buffered route's is at most
+ *  1 GiB (it is held in memory), a streamed route's is any size. 0 goes back to the
+ *  server's. Returns 0, -EINVAL, -ENOENT (no such route), -EBUSY once the server runs. */
+int ug_route_body_limit(ug_server *srv, const char *method, const char *path, uint64_t max_bytes);
+
+/* ------------------------------------------------------------------------------------------
+ * Middleware
+ *
+ * Each dispatched request runs a chain: the middlewares registered with ug_use (in
+ * registration order), then those of its route (ug_route_use, in registration order), then
+ * the route's handler, or the core's 404 / 405 when no route matched (so a request id,
+ * logging or CORS middleware sees those too). Requests shed past max_inflight are answered
+ * 503 before the chain. The order, for one request:
+ *   1. the middlewares, each until one answers (short-circuit) or defers, and each that
+ *      calls ug_next runs the next element inside that call (as in Go's net/http);
+ *   2. the handler;
+ *   3. when the response's last byte is queued, or the request ends otherwise: its
+ *      completion callbacks (ug_req_on_complete), the last registered first, then the
+ *      server's hooks (ug_server_on_complete) in registration order;
+ *   4. then, only for a request that ended unanswered (client gone, deadline, timeout), its
+ *      cancel callback.
+ * Misuse is answered, counted in ug_stats.middleware_misuse and logged with the element's
+ * name: ug_next called twice, or after the response was started (refused with -EALREADY);
+ * a middleware returning UG_DONE without answering or passing on (answered 500, as a handler
+ * that forgets is: ug_stats.handler_no_response); a second answer (refused).
+ * ---------------------------------------------------------------------------------------- */
+
+/** A middleware's place in its request's chain, given to it and handed back to ug_next. A
+ *  value: deferred work keeps a copy (request_id is ug_req_id, for ug_req_find). */
+typedef struct ug_chain_pos {
+    uint64_t request_id;
+    uint32_t pos;
+} ug_chain_pos;
+
+/** A middleware. Runs on the loop thread, must not block, and does exactly one of:
+ *  - answer (ug_resp_send, or ug_resp_start ...) and return UG_DONE: the rest of the chain
+ *    does not run;
+ *  - pass the request on, ug_next(req, next), and return UG_DONE (what follows in the chain
+ *    answers, defers or passes on for itself; after ug_next returns the response may already
+ *    be queued, so headers are set before the call);
+ *  - return UG_LATER, then answer or call ug_next later, from its loop's thread (find the
+ *    request again with ug_req_find(srv, next.request_id)): the handler timeout, the cancel
+ *    callback and the drain deadline apply as to a deferred handler.
+ *  Passing the request on clears its cancel callback: the next element sets its own. */
+typedef ug_handler_result (*ug_middleware_fn)(ug_request *req, ug_chain_pos next, void *user);
+
+/** Longest middleware name kept for the logs (longer ones are cut). */
+#define UG_MIDDLEWARE_NAME_MAX 63
+
+/** Add a middleware to every request's chain, before ug_server_run. name (copied) names it
+ *  in the misuse logs. Returns 0, -EINVAL, -ENOMEM, -EBUSY once the server runs. */
+int ug_use(ug_server *srv, const char *name, ug_middleware_fn fn, void *user);
+
+/** Add a middleware to the chain of the route registered with exactly this method and path
+ *  (as ug_route_body_limit finds it), after the global ones. Returns 0, -EINVAL, -ENOENT,
+ *  -ENOMEM, -EBUSY once the server runs. */
+int ug_route_use(ug_server *srv, const char *method, const char *path, const char *name,
+                 ug_middleware_fn fn, void *user);
+
+/** Pass the request on to the element after next's: it runs now, inside this call. Returns
+ *  0 once it has run (it may have answered, deferred or passed on in turn); -EALREADY for
+ *  misuse (this element already passed it on, or a response was started: nothing runs);
+ *  -ESTALE if req is not next's request; -EINVAL. On the request's loop thread. */
+int ug_next(ug_request *req, ug_chain_pos next);
+
+/** Call fn when this request ends, however it ends, with the report a completion hook gets
+ *  (the base for a logging or metrics middleware). At most UG_REQ_ON_COMPLETE_MAX per
+ *  request; see the order above. Returns 0, -ENOSPC, or -EINVAL once the request has
+ *  ended. On the request's loop thread. */
+#define UG_REQ_ON_COMPLETE_MAX 8
+/** What a completion callback or hook is told (below, with ug_server_on_complete). */
+typedef struct ug_completion ug_completion;
+/** A completion callback or hook: called once per request the server parsed (or refused),
+ *  when it ends (see ug_completion.how); a request whose head was still arriving when its
+ *  connection ended is not reported. req is the request (method, target, headers
+ *  readable; for UG_END_REJECTED only what was parsed before the error, possibly nothing),
+ *  valid during the call only; it must not be answered here. */
+typedef void (*ug_completion_fn)(const ug_request *req, const ug_completion *info, void *user);
+int ug_req_on_complete(ug_request *req, ug_completion_fn fn, void *user);
+
+/* ------------------------------------------------------------------------------------------
+ * Streamed request bodies (routes registered with UG_ROUTE_STREAM_BODY)
+ *
+ * The handler (after the middlewares) runs once the head is in. To read the body it calls
+ * ug_req_read_body and returns UG_LATER: the body arrives in pieces, in order, each valid
+ * during its call, Content-Length and chunked alike, the last one with end set. Memory stays
+ * constant whatever the size: at most 256 KiB of a body is buffered before reading pauses,
+ * and the rest waits in the kernel. Only then is "100 Continue" sent to a client that asked
+ * for it: a handler that answers without reading never makes the client send the body.
+ * - ug_req_body_pause / _resume hold the pieces back (while the handler writes to disk, say);
+ *   while paused the handler timeout runs, otherwise the body timeout runs between pieces.
+ * - A response started before the body's end closes the connection after it (the rest of
+ *   the body is not read).
+ * - Over the route's limit (ug_route_body_limit), or broken framing: the server answers 413
+ *   or 400 (if no response was started) and the cancel callback fires (UG_CANCEL_BODY); the
+ *   body timeout between two pieces answers 408 (UG_CANCEL_TIMEOUT); a client that goes
+ *   away mid-body fires it with UG_CANCEL_CLIENT_GONE. No piece follows.
+ * ---------------------------------------------------------------------------------------- */
+
+/** A piece of a streamed body: data[0 .. len) (len may be 0 with end), valid during the call
+ *  only. It may answer the request (then no piece follows), pause, or keep the bytes. */
+typedef void (*ug_body_fn)(ug_request *req, const void *data, size_t len, int end, void *user);
+
+/** Start reading the body: fn gets every piece from the loop's next turn on. Returns 0;
+ *  -EINVAL if the route does not stream its body or the request has ended; -EALREADY if
+ *  called before. A request with no body gets one call, (0 bytes, end). Loop thread. */
+int ug_req_read_body(ug_request *req, ug_body_fn fn, void *user);
+/** Hold back the next pieces (from inside the callback too), and let them come again.
+ *  Return 0 or -EINVAL (not reading a body, or its end was seen). Loop thread. */
+int ug_req_body_pause(ug_request *req);
+int ug_req_body_resume(ug_request *req);
+/** A chunked body's trailer field (case-insensitive), once the piece with end has come;
+ *  ptr NULL if absent. Valid until the handler returns to the loop. */
+ug_str ug_req_trailer(const ug_request *req, const char *name);
+/** Body bytes handed out so far (de-chunked). */
+uint64_t ug_req_body_bytes(const ug_request *req);
 
 /* ------------------------------------------------------------------------------------------
  * Requests (all views point into the connection's buffer and share the request's lifetime)
@@ -279,6 +401,8 @@ typedef enum ug_cancel_reason {
     UG_CANCEL_TIMEOUT,         /**< handler_timeout_ms passed: the server answered 503 */
     UG_CANCEL_SERVER_ERROR,    /**< the server could not go on with the connection (out of
                                     memory or submission slots; counted in conns_failed) */
+    UG_CANCEL_BODY,            /**< a streamed body broke its framing (400) or its limit
+                                    (413); UG_CANCEL_TIMEOUT is its body timeout (408) */
 } ug_cancel_reason;
 
 /** Called once, on the loop thread, when a deferred request will never be answered. After it
@@ -559,7 +683,7 @@ typedef enum ug_request_end {
 } ug_request_end;
 
 /** What a completion hook is told. Valid during the call only. */
-typedef struct ug_completion {
+struct ug_completion {
     uint64_t request_id; /**< ug_req_id(), or 0 for a request the parser refused */
     uint64_t conn_id;    /**< as in ug_conn_info */
     unsigned loop;
@@ -572,14 +696,7 @@ typedef struct ug_completion {
     uint64_t duration_ns; /**< from the server starting to read the request (its first byte;
                                for a pipelined request, the answer to the one before it) to
                                the response's last byte queued for sending, or to the end */
-} ug_completion;
-
-/** A completion hook: called once per request the server parsed (or refused), when it ends
- *  (see how); a request whose head was still arriving when its connection ended is not
- *  reported. req is the request (method, target, headers readable; for UG_END_REJECTED
- *  only what was parsed before the error, possibly nothing), valid during the call only; it
- *  must not be answered here. */
-typedef void (*ug_completion_fn)(const ug_request *req, const ug_completion *info, void *user);
+};
 
 /** Register a completion hook. Returns 0, -EINVAL, -ENOMEM, or -EBUSY once the server runs. */
 int ug_server_on_complete(ug_server *srv, ug_completion_fn fn, void *user);
@@ -630,6 +747,9 @@ int ug_access_log_free(ug_access_log *log);
       "Requests answered 400, 413, 414, 431, 501 or 505 by the parser.")                           \
     X(handler_no_response, COUNTER, handler_no_response,                                           \
       "Handlers that returned UG_DONE without responding (answered 500).")                         \
+    X(middleware_misuse, COUNTER, middleware_misuse,                                               \
+      "Misused chains: next called twice or after the response started, a middleware "             \
+      "returning without answering or passing on (500), a second answer. Each is logged.")         \
     X(requests_cancelled, COUNTER, requests_cancelled, "Cancel callbacks fired.")                  \
     X(conns_reset, COUNTER, connections_reset,                                                     \
       "Connections that ended with an error (reset, EPIPE, out of memory).")                       \

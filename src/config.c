@@ -84,10 +84,10 @@ int ug__config_resolve(const ug_config *in, ug_config *out) {
     }
     if (cfg->threads > UG_MAX_LOOPS || cfg->max_header_bytes > 65536 ||
         cfg->max_uri_bytes > cfg->max_header_bytes ||
-        cfg->max_conns > UG_ID_SLOT_MASK - SLOT_HEADROOM || cfg->max_body_bytes > (1ull << 30) ||
-        cfg->max_headers > 4096 || cfg->recv_buffers > 32768 ||
-        cfg->recv_buffer_size > (1u << 20) || cfg->max_output_bytes > (1u << 30) ||
-        !server_name_ok(cfg->server_name))
+        cfg->max_conns > UG_ID_SLOT_MASK - SLOT_HEADROOM ||
+        cfg->max_body_bytes > UG__BUFFERED_BODY_MAX || cfg->max_headers > 4096 ||
+        cfg->recv_buffers > 32768 || cfg->recv_buffer_size > (1u << 20) ||
+        cfg->max_output_bytes > (1u << 30) || !server_name_ok(cfg->server_name))
         return -EINVAL;
     return 0;
 }

@@ -22,6 +22,9 @@
  * the rest waits in the kernel's socket buffer. Output is bounded the same way, by
  * max_output_bytes (see output_over). */
 #define PARKED_INPUT_MAX (64u * 1024)
+/* A streamed body being read is parked too, and handed out at every flush: it may take more
+ * before reading pauses, so that a fast upload is not paused between two flushes. */
+#define STREAM_INPUT_MAX (256u * 1024)
 
 /* ---------------------------------------------------------------- slots ---- */
 
@@ -144,6 +147,16 @@ static int output_drained(const ug__loop *lp, const struct ug_request *ctx) {
     return out_pending(ctx) <= lp->max_output_bytes / 4;
 }
 
+/* A streamed body being handed out (not held back by its handler). */
+static int stream_reading(const struct ug_request *ctx) {
+    return ctx->body == UG_BODY_READING && !ctx->body_paused && ug__request_live(ctx);
+}
+
+/* How much input may be parked before reading pauses. */
+static uint32_t parked_max(const struct ug_request *ctx) {
+    return stream_reading(ctx) ? STREAM_INPUT_MAX : PARKED_INPUT_MAX;
+}
+
 /* Stop reading (counted in *why): cancel the multishot recv; its final completion clears
  * RECV_ARMED and the flush re-arms it once the reason is gone. */
 static void pause_recv(ug__loop *lp, ug__conn *c, uint64_t *why) {
@@ -252,7 +265,13 @@ static void settle(ug__loop *lp, ug__conn *c) {
     struct ug_request *ctx = c->ctx;
     if (c->flags & UG_CF_SEND_INFLIGHT) return; /* in the write queue */
     if (ctx && ug__request_live(ctx)) {
-        /* Waiting for the handler; a stream in progress is bounded by the write timeout. */
+        /* Waiting for the handler; a stream in progress is bounded by the write timeout; a
+         * streamed body being read, by the body timeout between its pieces. */
+        if (ctx->body == UG_BODY_READING && !ctx->body_paused) {
+            ug__tq_set(lp, c, UG_TQ_BODY);
+            ug__conn_view(lp, c, UG_VIEW_READING);
+            return;
+        }
         ug__tq_set(lp, c, ctx->rstate == UG_RS_DEFERRED ? UG_TQ_HANDLER : UG_TQ_NONE);
         ug__conn_view(lp, c, UG_VIEW_HANDLER);
         return;
@@ -306,9 +325,39 @@ static void rejected(ug__loop *lp, ug__conn *c, int status) {
 
 /* Parse and dispatch every complete request in the buffer, in order, until one is deferred
  * or the input runs out. Responses accumulate in the output buffer. */
+/* The head is in: route it, and give the body its limit (the route's), and a streamed
+ * route its request now. UG_HTTP_HEADERS_DONE, or the parser's verdict on the body
+ * (UG_HTTP_ERROR). */
+static int head_done(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
+    int path_hit;
+    ctx->route = ug__router_find(&lp->srv->router, ug_req_method(ctx), ug_req_path(ctx), &path_hit);
+    ctx->path_hit = (uint8_t)path_hit;
+    ctx->body = UG_BODY_BUFFERED;
+    int stream = ctx->route && (ctx->route->flags & UG_ROUTE_STREAM_BODY);
+    uint64_t limit =
+        ctx->route && ctx->route->max_body ? ctx->route->max_body : lp->srv->cfg.max_body_bytes;
+    if (ug__http_body_begin(&ctx->http, limit, stream) == UG_HTTP_ERROR) return UG_HTTP_ERROR;
+    if (stream) {
+        if (ug__body_begin(lp, ctx)) {
+            c->flags |= UG_CF_FAILED;
+            return UG_HTTP_HEADERS_DONE;
+        }
+        ug__request_dispatch(lp, c, ctx);
+        return UG_HTTP_HEADERS_DONE;
+    }
+    /* Ask for the body only if the client is waiting for our go-ahead. */
+    if ((ctx->http.flags & UG_HTTP_EXPECT_CONTINUE) && !ctx->continue_sent &&
+        ctx->http.consumed == ctx->in.len - ctx->in_off && !(c->flags & UG_CF_DRAIN)) {
+        ctx->continue_sent = 1;
+        if (ug__resp_continue(ctx)) c->flags |= UG_CF_FAILED;
+    }
+    return UG_HTTP_HEADERS_DONE;
+}
+
 static void process(ug__loop *lp, ug__conn *c) {
     struct ug_request *ctx = c->ctx;
     for (;;) {
+        if (ctx->body == UG_BODY_READING) ug__body_pump(lp, c);
         if (ctx->rstate == UG_RS_ANSWERED) ug__request_finish(lp, ctx);
         if (ctx->rstate != UG_RS_NONE || (c->flags & UG_CF_FAILED)) break;
         if (c->flags & UG_CF_CLOSE_AFTER) { /* nothing after a closing response is read */
@@ -330,15 +379,8 @@ static void process(ug__loop *lp, ug__conn *c) {
         char *base = ctx->in.p + ctx->in_off;
         int r = ug__http_parse(&ctx->http, base, avail);
         if (r == UG_HTTP_NEED_MORE) break;
-        if (r == UG_HTTP_HEADERS_DONE) {
-            /* Ask for the body only if the client is waiting for our go-ahead. */
-            if ((ctx->http.flags & UG_HTTP_EXPECT_CONTINUE) && !ctx->continue_sent &&
-                ctx->http.consumed == avail && !(c->flags & UG_CF_DRAIN)) {
-                ctx->continue_sent = 1;
-                if (ug__resp_continue(ctx)) c->flags |= UG_CF_FAILED;
-            }
-            continue;
-        }
+        if (r == UG_HTTP_HEADERS_DONE) r = head_done(lp, c, ctx);
+        if (r == UG_HTTP_HEADERS_DONE) continue; /* on to the body, or to the chain */
         if (r == UG_HTTP_ERROR) {
             UG_STAT_INC(lp, requests);
             UG_STAT_INC(lp, bad_requests);
@@ -393,7 +435,8 @@ void ug__conn_flush(ug__loop *lp, ug__conn *c) {
      * seen, the parked input is consumed and the output has drained (the context may be
      * gone by then). */
     if ((c->flags & UG_CF_RECV_PAUSED) && !(c->flags & UG_CF_RECV_ARMED) &&
-        (!ctx || (!ug__request_live(ctx) && ctx->parked.len == 0 && output_drained(lp, ctx)))) {
+        (!ctx || (!ug__request_live(ctx) && ctx->parked.len == 0 && output_drained(lp, ctx)) ||
+         (stream_reading(ctx) && ctx->parked.len <= parked_max(ctx) / 4))) {
         c->flags &= (uint16_t)~UG_CF_RECV_PAUSED;
         if (arm_recv(lp, c)) {
             conn_failed(lp, c);
@@ -459,7 +502,7 @@ void ug__conn_on_recv(ug__loop *lp, ug__conn *c, const ug__completion *cq) {
              * would reorder the client's stream. */
             ug__buf *dst = ug__request_live(ctx) || ctx->parked.len ? &ctx->parked : &ctx->in;
             keep = ug__buf_append(dst, cq->data, (size_t)cq->res) == 0;
-            if (keep && dst == &ctx->parked && ctx->parked.len > PARKED_INPUT_MAX)
+            if (keep && dst == &ctx->parked && ctx->parked.len > parked_max(ctx))
                 pause_recv(lp, c, &lp->stats.input_pauses);
         }
         if (cq->flags & UG__CF_BUFFER) lp->be_ops->recv_release(lp->be, cq->buf_id);
@@ -612,6 +655,9 @@ void ug__conn_timeout(ug__loop *lp, ug__conn *c, enum ug__tq q) {
             ctx->parsing = 0;
             ctx->in_off = ctx->in.len;
             ug__mark_dirty(lp, c);
+        } else if (q == UG_TQ_BODY && ctx && ctx->body == UG_BODY_READING &&
+                   ug__request_live(ctx)) {
+            ug__body_refuse(lp, ctx, 408, UG_CANCEL_TIMEOUT); /* between two pieces */
         } else {
             begin_linger(lp, c);
         }

@@ -162,6 +162,33 @@ typedef struct ug__conn {
 /* A generated request id: the server's random prefix and the request's ug_req_id, in hex. */
 #define UG__RID_LEN (sizeof("0123456789abcdef-0123456789abcdef") - 1)
 
+/* A buffered body is held whole in memory: the bound of ug_config.max_body_bytes and of a
+ * buffered route's ug_route_body_limit. */
+#define UG__BUFFERED_BODY_MAX (1ull << 30)
+
+/* ---------------------------------------------------------------- chains ----
+ * A middleware (chain.c): what ug_use and ug_route_use registered. */
+typedef struct ug__mw {
+    char name[UG_MIDDLEWARE_NAME_MAX + 1];
+    ug_middleware_fn fn;
+    void *user;
+} ug__mw;
+#define UG__CHAIN_NONE UINT32_MAX /* no element of the chain is running */
+
+typedef struct ug__req_done {
+    ug_completion_fn fn;
+    void *user;
+} ug__req_done;
+
+/* Where a request's body is (body.c). Buffered bodies are parsed whole before dispatch. */
+enum ug__body {
+    UG_BODY_BUFFERED = 0,
+    UG_BODY_WAITING, /* a streamed route's: dispatched at the head, ug_req_read_body not called */
+    UG_BODY_READING, /* pieces handed to body_fn as they come */
+    UG_BODY_DONE,    /* the last piece has been handed out */
+    UG_BODY_FAILED,  /* refused mid-body (400, 408, 413): the rest is never read */
+};
+
 /* ---------------------------------------------------------------- requests ----
  * The active context of a busy connection; it is also the ug_request. */
 enum ug__req_state {
@@ -205,6 +232,21 @@ struct ug_request {
     uint8_t chunked_out; /* streaming with chunked framing */
     uint16_t status;
 
+    /* The chain (chain.c): its route (NULL: the core's 404 or 405), the element holding the
+     * request, the innermost one running (UG__CHAIN_NONE when none is). */
+    const struct ug__route *route;
+    uint8_t path_hit;
+    uint32_t chain_at, chain_running;
+    uint8_t ndone;
+    ug__req_done done[UG_REQ_ON_COMPLETE_MAX];
+
+    /* A streamed body (body.c): its bytes are parsed from 'parked', which holds nothing else
+     * until its end; the head stays alone in 'in'. */
+    uint8_t body;        /* ug__body */
+    uint8_t body_paused; /* ug_req_body_pause */
+    ug_body_fn body_fn;
+    void *body_user;
+
     ug_cancel_fn cancel_fn;
     void *cancel_user;
     ug__timer timer;
@@ -228,6 +270,9 @@ typedef struct ug__route {
     unsigned flags;
     ug_handler_fn fn;
     void *user;
+    uint64_t max_body; /* 0: the server's */
+    ug__mw *mw;        /* its own middlewares, after the global ones */
+    uint32_t nmw;
 } ug__route;
 
 typedef struct ug__router {
@@ -446,6 +491,8 @@ struct ug_server {
     size_t nconn_hooks;
     ug__done_hook *done_hooks;
     size_t ndone_hooks;
+    ug__mw *mw; /* global middlewares (ug_use) */
+    uint32_t nmw;
     int running;
 
     ug__listener listener;
@@ -577,14 +624,38 @@ void ug__request_finish(ug__loop *lp, struct ug_request *ctx); /* answered: cons
 void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason why);
 void ug__request_answered(struct ug_request *req);
 void ug__request_timed_out(ug__loop *lp, struct ug_request *ctx); /* handler timeout: 503 */
+/* Answer a live request for its handler (status), then fire its cancel callback (why). */
+void ug__request_refuse(ug__loop *lp, struct ug_request *ctx, int status, ug_cancel_reason why,
+                        ug_request_end how);
 void ug__request_id_header(struct ug_request *ctx); /* X-Request-Id on the response, if any */
 /* The request ended (how): the duration histogram, then the completion hooks. */
 void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
                       ug_cancel_reason why);
 
+/* chain.c: run the request's chain from its first element (dispatch); a misuse, counted
+ * and logged with the name of the element at fault (pos, or the one running). */
+void ug__chain_start(ug__loop *lp, struct ug_request *ctx);
+void ug__chain_misuse(struct ug_request *ctx, uint32_t pos, const char *what);
+void ug__chain_free(ug_server *srv);
+
+/* body.c: hand a streamed body's pieces out while the request reads it (process); move the
+ * bytes after its head to its own buffer once it is dispatched at its head; refuse it
+ * mid-body (status 400, 408 or 413, why for the cancel callback). */
+void ug__body_pump(ug__loop *lp, ug__conn *c);
+int ug__body_begin(ug__loop *lp, struct ug_request *ctx);
+void ug__body_refuse(ug__loop *lp, struct ug_request *ctx, int status, ug_cancel_reason why);
+/* Whether the request's streamed body is still coming (a response now closes after it). */
+static inline int ug__body_open(const struct ug_request *ctx) {
+    if (ctx->body == UG_BODY_FAILED) return 1;
+    return (ctx->body == UG_BODY_WAITING || ctx->body == UG_BODY_READING) &&
+           (ctx->http.flags & UG_HTTP_HAS_BODY);
+}
+
 /* router.c */
 int ug__router_add(ug__router *rt, const char *method, const char *path, unsigned flags,
                    ug_handler_fn fn, void *user);
+/* The route registered with exactly this method and path, NULL if none. */
+ug__route *ug__router_get(ug__router *rt, const char *method, const char *path);
 /* The route for method and path; NULL, with *path_hit set if only the method differs. */
 const ug__route *ug__router_find(const ug__router *rt, ug_str method, ug_str path, int *path_hit);
 void ug__router_free(ug__router *rt);

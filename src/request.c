@@ -70,6 +70,9 @@ void ug__ctx_put(ug__loop *lp, struct ug_request *ctx) {
     ctx->cancel_fn = NULL;
     ctx->timer_fn = NULL;
     ctx->conn = NULL;
+    ctx->ndone = 0;
+    ctx->body = UG_BODY_BUFFERED;
+    ctx->body_fn = NULL;
     if (lp->ctx_free_count >= CTX_FREE_MAX) {
         ug__ctx_destroy(ctx);
         return;
@@ -98,6 +101,14 @@ void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason w
     ctx->cancel_fn = NULL;
     ctx->rstate = UG_RS_NONE;
     ctx->id = 0;
+    if (ctx->body != UG_BODY_BUFFERED) { /* the rest of its body is never read */
+        ctx->body = UG_BODY_BUFFERED;
+        ctx->body_fn = NULL;
+        ctx->parked.len = 0;
+        ctx->in_off = ctx->in.len;
+        ctx->parsing = 0;
+        ctx->conn->flags |= UG_CF_CLOSE_AFTER;
+    }
     inflight_done(lp, ctx);
     ug__timer_stop(&lp->timers, &ctx->timer);
     if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING && why == UG_CANCEL_DEADLINE)
@@ -185,18 +196,11 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
     ctx->cancel_fn = NULL;
     ctx->resp_hdrs.len = 0;
     ctx->own_hdrs = 0;
+    ctx->ndone = 0;
+    ctx->chain_at = 0;
+    ctx->chain_running = UG__CHAIN_NONE;
     if (lp->srv->cfg.request_ids) assign_request_id(lp, ctx);
-    int path_hit;
-    const ug__route *r =
-        ug__router_find(&lp->srv->router, ug_req_method(ctx), ug_req_path(ctx), &path_hit);
-    if (!r) {
-        if (path_hit)
-            core_respond(ctx, 405, LIT_BODY("Method Not Allowed\n"));
-        else
-            core_respond(ctx, 404, LIT_BODY("Not Found\n"));
-        return;
-    }
-    if (lp->max_inflight != UG_UNLIMITED && lp->inflight >= lp->max_inflight) {
+    if (ctx->route && lp->max_inflight != UG_UNLIMITED && lp->inflight >= lp->max_inflight) {
         /* Load shedding: answered at once, cheaply, and the client is told when to retry. */
         UG_STAT_INC(lp, shed);
         ctx->end_how = UG_END_SHED;
@@ -204,50 +208,49 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
         core_respond(ctx, 503, LIT_BODY("Service Unavailable\n"));
         return;
     }
-    ctx->inflight = 1;
-    __atomic_store_n(&lp->inflight, lp->inflight + 1, __ATOMIC_RELAXED); /* a gauge */
-    ug_handler_result res = r->fn(ctx, r->user);
-    if (ctx->rstate == UG_RS_HANDLER) {
-        if (res == UG_LATER) {
-            ctx->rstate = UG_RS_DEFERRED;
-            /* Buffered behind the client's EOF: like any deferred request whose client
-             * closed, it is cancelled (see ug_cancel_reason). */
-            if (c->flags & UG_CF_PEER_EOF) {
-                /* Consume the request here and let the connection close once the output
-                 * before it is sent; aborting from inside process() would pull the
-                 * context out from under the parse loop. */
-                ug__request_cancel(lp, ctx, UG_CANCEL_CLIENT_GONE);
-                ctx->in_off = ctx->in.len;
-                ctx->parsing = 0;
-                c->flags |= UG_CF_CLOSE_AFTER;
-            }
-            return;
-        }
-        /* A handler that neither answered nor deferred: the client must not hang. */
-        UG_STAT_INC(lp, handler_no_response);
-        ug__log(lp->srv, UG_LOG_WARN, "handler returned UG_DONE without responding: 500");
-        if (ug__resp_error(ctx, 500)) {
-            c->flags |= UG_CF_FAILED;
-            ug__request_done(lp, ctx, UG_END_CANCELLED, UG_CANCEL_SERVER_ERROR);
-        } else {
-            ug__request_done(lp, ctx, UG_END_ANSWERED, 0);
-        }
-        ctx->rstate = UG_RS_ANSWERED;
-    } else if (ctx->rstate == UG_RS_STREAMING && res == UG_DONE) {
-        /* Returned mid-stream without deferring: the body can't be completed. Send what is
-         * queued and close, so the client sees a truncated chunked body, not a hang. */
-        UG_STAT_INC(lp, handler_no_response);
-        ug__log(lp->srv, UG_LOG_WARN, "handler returned UG_DONE mid-stream: closing");
+    if (ctx->route) {
+        ctx->inflight = 1;
+        __atomic_store_n(&lp->inflight, lp->inflight + 1, __ATOMIC_RELAXED); /* a gauge */
+    }
+    ug__chain_start(lp, ctx);
+    /* Deferred behind the client's EOF: like any deferred request whose client closed, it
+     * is cancelled (see ug_cancel_reason), a streamed body's too. */
+    if (ctx->rstate == UG_RS_DEFERRED && (c->flags & UG_CF_PEER_EOF)) {
+        /* Consume the request here and let the connection close once the output before it
+         * is sent; aborting from inside process() would pull the context out from under
+         * the parse loop. */
+        ug__request_cancel(lp, ctx, UG_CANCEL_CLIENT_GONE);
+        ctx->in_off = ctx->in.len;
+        ctx->parsing = 0;
         c->flags |= UG_CF_CLOSE_AFTER;
-        ug__request_done(lp, ctx, UG_END_ANSWERED, 0);
-        ctx->rstate = UG_RS_ANSWERED;
     }
 }
 
 /* The answered request's bytes are consumed; parked input joins the buffer. */
+/* A streamed body's request is answered: what is left of its bytes goes, and the next
+ * request's bytes after it wait in 'parked' as any parked input does. Answered before its
+ * body's end (the response said close), nothing more is read. */
+static void finish_streamed(struct ug_request *ctx) {
+    ctx->in_off += ctx->http.header_bytes;
+    if (ug__body_open(ctx)) {
+        ctx->parked.len = 0;
+        ctx->in_off = ctx->in.len;
+        ctx->conn->flags |= UG_CF_CLOSE_AFTER;
+    } else {
+        uint32_t used = ctx->body == UG_BODY_DONE ? ctx->http.consumed : 0;
+        memmove(ctx->parked.p, ctx->parked.p + used, ctx->parked.len - used);
+        ctx->parked.len -= used;
+    }
+    ctx->body = UG_BODY_BUFFERED;
+    ctx->body_fn = NULL;
+}
+
 void ug__request_finish(ug__loop *lp, struct ug_request *ctx) {
     inflight_done(lp, ctx);
-    ctx->in_off += ctx->http.consumed;
+    if (ctx->body != UG_BODY_BUFFERED)
+        finish_streamed(ctx);
+    else
+        ctx->in_off += ctx->http.consumed;
     ctx->parsing = 0;
     ctx->rstate = UG_RS_NONE;
     ctx->id = 0;
@@ -268,25 +271,36 @@ void ug__request_finish(ug__loop *lp, struct ug_request *ctx) {
     }
 }
 
-/* handler_timeout_ms passed with the request deferred: answer for the handler, then tell
- * it; a late answer will find nothing. */
-void ug__request_timed_out(ug__loop *lp, struct ug_request *ctx) {
+void ug__request_refuse(ug__loop *lp, struct ug_request *ctx, int status, ug_cancel_reason why,
+                        ug_request_end how) {
     ug_cancel_fn fn = ctx->cancel_fn;
     void *user = ctx->cancel_user;
     ctx->cancel_fn = NULL;
-    UG_STAT_INC(lp, timeouts_handler);
     ctx->rstate = UG_RS_HANDLER;
-    ctx->end_how = UG_END_TIMED_OUT;
+    ctx->end_how = (uint8_t)how;
     /* What the handler added with ug_resp_header was meant for its own answer. */
     ctx->resp_hdrs.len = 0;
     ctx->own_hdrs = 0;
     ug__request_id_header(ctx);
-    core_respond(ctx, 503, LIT_BODY("Service Unavailable\n"));
+    char body[64];
+    const char *reason = ug__http_reason(status);
+    size_t n = strlen(reason);
+    assert(n + 1 <= sizeof body);
+    memcpy(body, reason, n);
+    body[n++] = '\n';
+    core_respond(ctx, status, body, n);
     ug__mark_dirty(lp, ctx->conn); /* core_respond may have failed it: the flush closes it */
     if (fn) {
         UG_STAT_INC(lp, requests_cancelled);
-        fn(ctx, UG_CANCEL_TIMEOUT, user);
+        fn(ctx, why, user);
     }
+}
+
+/* handler_timeout_ms passed with the request deferred: answer for the handler, then tell
+ * it; a late answer will find nothing. */
+void ug__request_timed_out(ug__loop *lp, struct ug_request *ctx) {
+    UG_STAT_INC(lp, timeouts_handler);
+    ug__request_refuse(lp, ctx, 503, UG_CANCEL_TIMEOUT, UG_END_TIMED_OUT);
 }
 
 void ug__request_answered(struct ug_request *req) {
@@ -316,7 +330,9 @@ void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
                    how == UG_END_TIMED_OUT;
     if (answered) observe(lp, ns);
     ug_server *srv = lp->srv;
-    if (!srv->ndone_hooks || srv->running != 1) return; /* none, or ug_server_free */
+    uint8_t ndone = ctx->ndone;
+    ctx->ndone = 0;                                                 /* each runs once */
+    if ((!srv->ndone_hooks && !ndone) || srv->running != 1) return; /* none, or ug_server_free */
     ug__conn *c = ctx->conn;
     uint64_t queued = c->bytes_out + ctx->out[0].len + ctx->out[1].len - ctx->sent;
     ug_completion info = {
@@ -335,6 +351,9 @@ void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
      * ended, and a second answer would be a second report. */
     uint8_t rstate = ctx->rstate;
     ctx->rstate = UG_RS_ANSWERED;
+    /* The request's own first, innermost first (a middleware's callback wraps what it
+     * passed the request on to), then the server's. */
+    for (uint8_t i = ndone; i-- > 0;) ctx->done[i].fn(ctx, &info, ctx->done[i].user);
     for (size_t i = 0; i < srv->ndone_hooks; i++)
         srv->done_hooks[i].fn(ctx, &info, srv->done_hooks[i].user);
     ctx->rstate = rstate;
@@ -369,7 +388,7 @@ int ug_req_http_minor(const ug_request *req) {
     return req->http.http_minor;
 }
 ug_str ug_req_body(const ug_request *req) {
-    if (!req->http.body.len) return (ug_str){"", 0};
+    if (!req->http.body.len || req->body != UG_BODY_BUFFERED) return (ug_str){"", 0};
     return view(req, req->http.body);
 }
 ug_server *ug_req_server(const ug_request *req) {

@@ -162,11 +162,15 @@ static void hw_status_line(head_writer *w, int status) {
 static int must_close(struct ug_request *req) {
     ug__conn *c = req->conn;
     int gate = ug__gate_state(req->loop->srv);
-    int close_it = !req->keep_alive || (c->flags & UG_CF_CLOSE_AFTER) || gate == UG_GATE_LAME_DUCK;
+    /* A streamed body not read to its end: what is left of it is never read. */
+    int close_it = !req->keep_alive || (c->flags & UG_CF_CLOSE_AFTER) ||
+                   gate == UG_GATE_LAME_DUCK || ug__body_open(req);
     /* The gate state too: loop 0 may have closed the gate since this loop's last turn
      * marked its connections. */
     if (!close_it && ((c->flags & (UG_CF_DRAIN | UG_CF_PEER_EOF)) || gate >= UG_GATE_DRAINING))
-        close_it = req->in.len - req->in_off <= req->http.consumed && req->parked.len == 0;
+        close_it = req->body == UG_BODY_BUFFERED
+                       ? req->in.len - req->in_off <= req->http.consumed && req->parked.len == 0
+                       : req->parked.len <= req->http.consumed;
     if (close_it) c->flags |= UG_CF_CLOSE_AFTER;
     return close_it;
 }
@@ -238,6 +242,15 @@ static int put_head(struct ug_request *req, ug__buf *ob, int status, const char 
 
 static int can_respond(const struct ug_request *req) {
     return req && (req->rstate == UG_RS_HANDLER || req->rstate == UG_RS_DEFERRED);
+}
+
+/* Why req cannot be answered: a second answer to a request still in its chain is misuse
+ * (counted and logged); a stream in progress is -EINVAL, an answered request -EALREADY. */
+static int refused(struct ug_request *req) {
+    if (!req) return -EINVAL;
+    if (req->id && (req->rstate == UG_RS_ANSWERED || req->rstate == UG_RS_STREAMING))
+        ug__chain_misuse(req, UG__CHAIN_NONE, "answered twice (the second answer is dropped)");
+    return req->rstate == UG_RS_STREAMING ? -EINVAL : -EALREADY;
 }
 
 /* field-name = token */
@@ -393,7 +406,7 @@ static int status_has_body(int status) {
 
 int ug_resp_send(ug_request *req, int status, const char *content_type, const void *body,
                  size_t len) {
-    if (!can_respond(req)) return req && req->rstate == UG_RS_STREAMING ? -EINVAL : -EALREADY;
+    if (!can_respond(req)) return refused(req);
     if (!valid_status(status) || (len && !body) || len > UINT32_MAX / 4) return -EINVAL;
     if (content_type && !valid_value(content_type)) return -EINVAL;
     int has_body = status_has_body(status);
@@ -409,7 +422,7 @@ int ug_resp_send(ug_request *req, int status, const char *content_type, const vo
 }
 
 int ug_resp_start(ug_request *req, int status, const char *content_type) {
-    if (!can_respond(req)) return req && req->rstate == UG_RS_STREAMING ? -EINVAL : -EALREADY;
+    if (!can_respond(req)) return refused(req);
     if (!valid_status(status)) return -EINVAL;
     if (content_type && !valid_value(content_type)) return -EINVAL;
     int has_body = status_has_body(status);

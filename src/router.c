@@ -28,6 +28,15 @@ int ug__router_add(ug__router *rt, const char *method, const char *path, unsigne
     return 0;
 }
 
+ug__route *ug__router_get(ug__router *rt, const char *method, const char *path) {
+    for (size_t i = 0; i < rt->n; i++) {
+        ug__route *r = &rt->v[i];
+        if (strcmp(r->path, path)) continue;
+        if (method ? r->method && !strcmp(r->method, method) : !r->method) return r;
+    }
+    return NULL;
+}
+
 static int str_is(ug_str s, const char *lit, size_t n) {
     return s.len == n && !memcmp(s.ptr, lit, n);
 }
@@ -53,6 +62,7 @@ void ug__router_free(ug__router *rt) {
     for (size_t i = 0; i < rt->n; i++) {
         free(rt->v[i].method);
         free(rt->v[i].path);
+        free(rt->v[i].mw);
     }
     free(rt->v);
     rt->v = NULL;

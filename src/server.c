@@ -104,6 +104,7 @@ void ug_server_free(ug_server *srv) {
     for (uint32_t i = 0; i < srv->nloops; i++) ug__loop_destroy(srv->loops[i]);
     ug__listener_close_fd(srv);
     ug__router_free(&srv->router);
+    ug__chain_free(srv);
     free(srv->hooks);
     free(srv->conn_hooks);
     free(srv->done_hooks);
@@ -133,9 +134,21 @@ uint32_t ug_server_conn_slots(const ug_server *srv) {
 
 int ug_route(ug_server *srv, const char *method, const char *path, unsigned flags,
              ug_handler_fn handler, void *user) {
-    if (!srv || !path || path[0] != '/' || !handler || (flags & ~UG_ROUTE_PREFIX)) return -EINVAL;
+    if (!srv || !path || path[0] != '/' || !handler ||
+        (flags & ~(UG_ROUTE_PREFIX | UG_ROUTE_STREAM_BODY)))
+        return -EINVAL;
     if (srv->running) return -EBUSY;
     return ug__router_add(&srv->router, method, path, flags, handler, user);
+}
+
+int ug_route_body_limit(ug_server *srv, const char *method, const char *path, uint64_t max_bytes) {
+    if (!srv || !path) return -EINVAL;
+    if (srv->running) return -EBUSY;
+    ug__route *r = ug__router_get(&srv->router, method, path);
+    if (!r) return -ENOENT;
+    if (!(r->flags & UG_ROUTE_STREAM_BODY) && max_bytes > UG__BUFFERED_BODY_MAX) return -EINVAL;
+    r->max_body = max_bytes;
+    return 0;
 }
 
 /* Append one {fn, user} entry of size bytes to a hook array (*v, *n). */
