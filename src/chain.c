@@ -115,13 +115,13 @@ int ug_next(ug_request *req, ug_chain_pos next) {
     if (!req || !next.request_id) return -EINVAL;
     if (req->id != next.request_id) return -ESTALE;
     if (next.pos >= chain_len(req)) return -EINVAL; /* the handler has no next */
-    if (req->rstate != UG_RS_HANDLER && req->rstate != UG_RS_DEFERRED) {
-        ug__chain_misuse(req, next.pos, "ug_next called after the response was started");
-        return -EALREADY;
-    }
     if (req->chain_at != next.pos) {
         assert(req->chain_at > next.pos); /* a position is only given out when it runs */
         ug__chain_misuse(req, next.pos, "ug_next called twice");
+        return -EALREADY;
+    }
+    if (req->rstate != UG_RS_HANDLER && req->rstate != UG_RS_DEFERRED) {
+        ug__chain_misuse(req, next.pos, "ug_next called after the response was started");
         return -EALREADY;
     }
     req->cancel_fn = NULL; /* what it deferred for is over: the next element sets its own */

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Sourced by tools/run and tools/test: install the Debian packages ugate needs, if missing.
-UGATE_DEPS="gcc make cmake pkg-config liburing-dev libhttp-parser-dev libcunit1-dev"
+UGATE_DEPS="gcc make cmake pkg-config liburing-dev libhttp-parser-dev libcunit1-dev zlib1g-dev"
 # For tools/test only, and not required: clang (libFuzzer) for the fuzz smoke, node-llhttp
 # (llhttp's C sources) for the differential parser fuzzer; prometheus (promtool) below.
 # shellcheck disable=SC2034 # used by tools/test

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <ugate.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "serve_lifecycle.h"
 
@@ -79,6 +80,63 @@ static ug_handler_result echo(ug_request *req, void *user) {
     }
     if (ug_resp_send(req, 200, ctype, body.ptr, body.len) < 0)
         ug_resp_send(req, 200, "application/octet-stream", body.ptr, body.len);
+    return UG_DONE;
+}
+
+/* ---- POST /upload: a streamed body of any size, in constant memory */
+
+typedef struct upload {
+    uint64_t bytes;
+    uLong crc;
+} upload;
+
+static void upload_cancelled(ug_request *req, ug_cancel_reason why, void *user) {
+    (void)req;
+    (void)why;
+    free(user);
+}
+
+static void upload_piece(ug_request *req, const void *data, size_t len, int end, void *user) {
+    upload *u = user;
+    /* zlib's crc32 takes a uInt length: feed it in pieces that fit. */
+    for (size_t off = 0; off < len;) {
+        uInt n = len - off > 1u << 30 ? 1u << 30 : (uInt)(len - off);
+        u->crc = crc32(u->crc, (const Bytef *)data + off, n);
+        off += n;
+    }
+    u->bytes += len;
+    if (!end) return;
+    char msg[64];
+    int n = snprintf(msg, sizeof msg, "bytes=%llu crc32=%08lx\n", (unsigned long long)u->bytes,
+                     (unsigned long)u->crc);
+    ug_req_on_cancel(req, NULL, NULL); /* answered here: freed here */
+    ug_resp_send(req, 200, "text/plain", msg, (size_t)n);
+    free(u);
+}
+
+static ug_handler_result upload_handler(ug_request *req, void *user) {
+    (void)user;
+    upload *u = malloc(sizeof *u);
+    if (!u) {
+        ug_resp_send(req, 503, "text/plain", "out of memory\n", 14);
+        return UG_DONE;
+    }
+    u->bytes = 0;
+    u->crc = crc32(0L, Z_NULL, 0);
+    ug_req_on_cancel(req, upload_cancelled, u);
+    if (ug_req_read_body(req, upload_piece, u) < 0) {
+        ug_req_on_cancel(req, NULL, NULL);
+        free(u);
+        ug_resp_send(req, 500, "text/plain", "cannot read the body\n", 21);
+        return UG_DONE;
+    }
+    return UG_LATER;
+}
+
+/* --middleware N: middlewares that only pass the request on (what a chain costs). */
+static ug_handler_result pass_on(ug_request *req, ug_chain_pos next, void *user) {
+    (void)user;
+    ug_next(req, next);
     return UG_DONE;
 }
 
@@ -214,8 +272,12 @@ static void usage(FILE *f) {
         "                              the main server has drained\n"
         "  --access-log PATH|-         one Combined Log Format line per request (- : stdout)\n"
         "  --pid-file PATH             the serving process's pid, written once accepting\n"
-        "  --request-ids               X-Request-Id on every response: the client's if valid,\n"
-        "                              else generated (and in the access log)\n"
+        "  --no-request-ids            no X-Request-Id on responses (by default every\n"
+        "                              response has one: the client's if valid, else\n"
+        "                              generated; also in the access log)\n"
+        "  --max-upload-bytes N        POST /upload: the largest body (1073741824)\n"
+        "  --middleware N              N middlewares that only pass requests on (0; for\n"
+        "                              measuring what a chain costs)\n"
         "  --upgrade-timeout-ms N      SIGUSR2: how long the successor has to be ready (10000)\n"
         "  --quiet                     log warnings and errors only\n"
         "  --help                      this text\n"
@@ -246,6 +308,7 @@ int main(int argc, char **argv) {
     ug_config cfg;
     ug_config_init(&cfg);
     cfg.log = log_line;
+    cfg.request_ids = 1;
     cfg.threads = UG_THREADS_AUTO;
     enum {
         O_HOST = 256,
@@ -274,6 +337,9 @@ int main(int argc, char **argv) {
         O_ALOG,
         O_PIDF,
         O_RID,
+        O_NORID,
+        O_MUP,
+        O_MW,
         O_UPTO,
         O_HELP
     };
@@ -304,12 +370,17 @@ int main(int argc, char **argv) {
         {"access-log", required_argument, 0, O_ALOG},
         {"pid-file", required_argument, 0, O_PIDF},
         {"request-ids", no_argument, 0, O_RID},
+        {"no-request-ids", no_argument, 0, O_NORID},
+        {"max-upload-bytes", required_argument, 0, O_MUP},
+        {"middleware", required_argument, 0, O_MW},
         {"upgrade-timeout-ms", required_argument, 0, O_UPTO},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
     const char *admin = NULL, *access_log = NULL, *pid_file = NULL;
     uint32_t upgrade_timeout_ms = 10000;
+    uint64_t max_upload = 1ull << 30;
+    uint32_t middlewares = 0;
     lc_sockets socks;
     lc_init(argv, &socks);
     int o;
@@ -320,8 +391,8 @@ int main(int argc, char **argv) {
             continue;
         }
         if (o != O_HOST && o != O_BACKEND && o != O_QUIET && o != O_HELP && o != O_PIN &&
-            o != O_ADMIN && o != O_ALOG && o != O_PIDF && o != O_RID && o != '?' &&
-            parse_u32(optarg, &v)) {
+            o != O_ADMIN && o != O_ALOG && o != O_PIDF && o != O_RID && o != O_NORID &&
+            o != O_MUP && o != '?' && parse_u32(optarg, &v)) {
             fprintf(stderr, "ugate-serve: bad number for --%s: %s\n", opts[o - O_HOST].name,
                     optarg);
             return 2;
@@ -339,8 +410,29 @@ int main(int argc, char **argv) {
         case O_PIDF:
             pid_file = optarg;
             break;
-        case O_RID:
+        case O_RID: /* the default now; kept for the command lines that say it */
             cfg.request_ids = 1;
+            break;
+        case O_NORID:
+            cfg.request_ids = 0;
+            break;
+        case O_MUP: {
+            char *end;
+            errno = 0;
+            unsigned long long u = strtoull(optarg, &end, 10);
+            if (errno || *end || end == optarg || optarg[0] == '-') {
+                fprintf(stderr, "ugate-serve: bad number for --max-upload-bytes: %s\n", optarg);
+                return 2;
+            }
+            max_upload = u;
+            break;
+        }
+        case O_MW:
+            if (v > 64) {
+                fprintf(stderr, "ugate-serve: --middleware takes 0 to 64\n");
+                return 2;
+            }
+            middlewares = v;
             break;
         case O_UPTO:
             upgrade_timeout_ms = v < 1 ? 1 : v > 600000 ? 600000 : v;
@@ -448,10 +540,22 @@ int main(int argc, char **argv) {
     if ((rc = ug_route(g_srv, "GET", "/", UG_ROUTE_EXACT, hello, NULL)) < 0 ||
         (rc = ug_route(g_srv, "GET", "/sleep", UG_ROUTE_EXACT, sleep_handler, NULL)) < 0 ||
         (rc = ug_route(g_srv, "POST", "/echo", UG_ROUTE_EXACT, echo, NULL)) < 0 ||
-        (rc = ug_route(g_srv, "GET", "/healthz", UG_ROUTE_EXACT, healthz, NULL)) < 0) {
+        (rc = ug_route(g_srv, "GET", "/healthz", UG_ROUTE_EXACT, healthz, NULL)) < 0 ||
+        (rc = ug_route(g_srv, "POST", "/upload", UG_ROUTE_EXACT | UG_ROUTE_STREAM_BODY,
+                       upload_handler, NULL)) < 0 ||
+        (rc = ug_route_body_limit(g_srv, "POST", "/upload", max_upload)) < 0) {
         fprintf(stderr, "ugate-serve: routes: %s\n", strerror(-rc));
         ug_server_free(g_srv);
         return 2;
+    }
+    for (uint32_t i = 0; i < middlewares; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "pass-%u", i + 1);
+        if ((rc = ug_use(g_srv, name, pass_on, NULL)) < 0) {
+            fprintf(stderr, "ugate-serve: middleware: %s\n", strerror(-rc));
+            ug_server_free(g_srv);
+            return 2;
+        }
     }
     ug_access_log *alog = NULL;
     int alog_fd = -1;
