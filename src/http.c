@@ -494,6 +494,7 @@ void ug__http_body_drop(ug__http_req *r, char *base, uint32_t *len) {
     assert(keep_from <= *len && r->body_write_ <= keep_from);
     memmove(base, base + keep_from, *len - keep_from);
     *len -= keep_from;
+    r->body_dropped_ += keep_from;
     r->consumed -= keep_from;
     r->scan_ = r->scan_ > keep_from ? r->scan_ - keep_from : 0;
     r->trailer_start_ -= r->phase_ == PH_TRAILERS ? keep_from : 0;

@@ -71,6 +71,7 @@ typedef struct ug__http_req {
     uint64_t body_limit;      /* de-chunked bytes allowed: limits->max_body_bytes, or the
                                  caller's (ug__http_body_begin) */
     uint64_t body_seen_;      /* de-chunked body bytes so far, handed out ones included */
+    uint64_t body_dropped_;   /* streamed: raw body bytes dropped (ug__http_body_drop) */
     uint32_t consumed;        /* bytes of the request consumed so far, from base */
     uint32_t header_bytes;    /* length of request line + header section once HEADERS_DONE */
     int error_status;         /* 400, 413, 414, 431, 501, 505 with UG_HTTP_ERROR */

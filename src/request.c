@@ -343,7 +343,9 @@ void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
         .how = how,
         .cancel_reason = answered ? (ug_cancel_reason)0 : why,
         .status = ctx->status,
-        .bytes_in = ctx->http.consumed,
+        .bytes_in = ctx->body == UG_BODY_BUFFERED
+                        ? ctx->http.consumed
+                        : ctx->http.header_bytes + ctx->http.body_dropped_ + ctx->http.consumed,
         .bytes_out = ctx->status ? queued - ctx->resp_base : 0,
         .duration_ns = ns,
     };
