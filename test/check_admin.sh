@@ -53,9 +53,11 @@ wait "$pid" || rc=$?
 [ -z "$(get "$admin" /metrics)" ] || fail "the admin port outlived the process"
 lines=$(wc -l <"$alog")
 [ "$lines" -eq 2 ] || fail "access log: $lines line(s), want 2: $(cat "$alog")"
-grep -q '^127\.0\.0\.1 - - \[.*\] "GET / HTTP/1.1" 200 [0-9]* "-" "-" [0-9.]* -$' "$alog" ||
+# ... with the request id ugate-serve sets by default, last.
+rid='[0-9a-f]\{16\}-[0-9a-f]\{16\}'
+grep -q '^127\.0\.0\.1 - - \[.*\] "GET / HTTP/1.1" 200 [0-9]* "-" "-" [0-9.]* '"$rid"'$' "$alog" ||
     fail "access log: no line for GET /: $(cat "$alog")"
 # 1.5 s, within the loop clock's millisecond (the duration is truncated, not rounded)
-grep -Eq '"GET /sleep\?ms=1500 HTTP/1.1" 200 .* 1\.(49[0-9]|[5-9][0-9][0-9]) -$' "$alog" ||
+grep -Eq '"GET /sleep\?ms=1500 HTTP/1.1" 200 .* 1\.(49[0-9]|[5-9][0-9][0-9]) [0-9a-f]{16}-[0-9a-f]{16}$' "$alog" ||
     fail "access log: no line for the slow request (1.5 s): $(cat "$alog")"
 echo "check_admin ($backend): open, then draining with 1 in flight (in /debug/conns) while the public port refused; answered; exit 0; access log 2 lines"
