@@ -55,7 +55,8 @@ void ug__body_pump(ug__loop *lp, ug__conn *c) {
         uint32_t n = ctx->http.body.len;
         if (!n && !end) return;
         if (end) ctx->body = UG_BODY_DONE;
-        ctx->body_fn(ctx, ctx->parked.p, n, end, ctx->body_user);
+        /* Never a NULL pointer, even for the 0-byte end of a body that had no buffer. */
+        ctx->body_fn(ctx, ctx->parked.p ? ctx->parked.p : "", n, end, ctx->body_user);
         /* After the end, the trailers and the next request's bytes stay where they are. */
         if (end) return;
         ug__http_body_drop(&ctx->http, ctx->parked.p, &ctx->parked.len);

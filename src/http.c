@@ -492,6 +492,9 @@ void ug__http_body_drop(ug__http_req *r, char *base, uint32_t *len) {
      * them); before it, every byte consumed goes: the data and its framing. */
     uint32_t keep_from = r->phase_ == PH_TRAILERS ? r->trailer_start_ : r->consumed;
     assert(keep_from <= *len && r->body_write_ <= keep_from);
+    r->body_write_ = 0;
+    r->body.len = 0;
+    if (!keep_from) return; /* nothing consumed (base may be NULL: an empty buffer) */
     memmove(base, base + keep_from, *len - keep_from);
     *len -= keep_from;
     r->body_dropped_ += keep_from;
@@ -502,8 +505,6 @@ void ug__http_body_drop(ug__http_req *r, char *base, uint32_t *len) {
         r->headers[r->nheaders + i].name.off -= keep_from;
         r->headers[r->nheaders + i].value.off -= keep_from;
     }
-    r->body_write_ = 0;
-    r->body.len = 0;
 }
 
 /* Status for an error http-parser found by itself; at is the offending byte. */
