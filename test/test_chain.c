@@ -269,6 +269,11 @@ static uint64_t misuse_count(void) {
     return st.middleware_misuse;
 }
 
+static void hang_up_fd(int fd) {
+    tu_forget(fd);
+    close(fd);
+}
+
 /* The connection is still served after what happened on it. */
 static void still_served(int fd) {
     CU_ASSERT_EQUAL(get(fd, "/c/order", "", NULL), 200);
@@ -343,6 +348,25 @@ static void test_defer_then_next(void) {
     ts_stop(&sc);
 }
 
+/* A middleware's deferred work at the drain deadline: forced, and its cancel callback told. */
+static void test_deferred_at_deadline(void) {
+    start(0);
+    int fd = tu_connect(sc.port);
+    static const char req[] = "GET /c/later?never=1 HTTP/1.1\r\nHost: t\r\n\r\n";
+    reset();
+    CU_ASSERT_EQUAL(tu_send_all(fd, req, sizeof req - 1), 0);
+    for (int i = 0; i < 100 && !traced("later"); i++) usleep(10000);
+    ug_shutdown_opts opts = {.drain_timeout_ms = 200};
+    CU_ASSERT_EQUAL(ug_server_shutdown(sc.srv, &opts), 0);
+    ts_join(&sc);
+    char want[64];
+    snprintf(want, sizeof want, "A B later ~B ~A S0 cancel%d", (int)UG_CANCEL_DEADLINE);
+    CU_ASSERT(trace_is(want));
+    CU_ASSERT_EQUAL(sc.report.requests_forced, 1);
+    hang_up_fd(fd);
+    ug_server_free(sc.srv);
+}
+
 static void test_misuse(void) {
     start(0);
     int fd = tu_connect(sc.port);
@@ -396,6 +420,7 @@ static void register_suites(void) {
     CU_add_test(s, "short-circuit, and headers along the chain", test_short_circuit_and_headers);
     CU_add_test(s, "defer, then pass on; the handler timeout; the client gone",
                 test_defer_then_next);
+    CU_add_test(s, "a deferred middleware at the drain deadline", test_deferred_at_deadline);
     CU_add_test(s, "misuse: detected, counted, logged, the connection served", test_misuse);
 }
 
