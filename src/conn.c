@@ -636,6 +636,15 @@ void ug__conn_timeout(ug__loop *lp, ug__conn *c, enum ug__tq q) {
         break;
     case UG_TQ_HEADER:
     case UG_TQ_BODY:
+        /* Answered since the last flush (a streamed body's request, from a timer or a post
+         * in this turn) and still in the body queue: the bytes in 'in' are its own, not a
+         * new request's to refuse with 408 (a second report, a second response), nor is the
+         * connection to linger with its answer unsent. The flush it is marked for finishes
+         * it and settles the connection. */
+        if (ctx && ctx->rstate == UG_RS_ANSWERED) {
+            ug__mark_dirty(lp, c);
+            break;
+        }
         if (q == UG_TQ_HEADER)
             UG_STAT_INC(lp, timeouts_read_header);
         else
