@@ -238,8 +238,13 @@ static void finish_streamed(struct ug_request *ctx) {
         ctx->conn->flags |= UG_CF_CLOSE_AFTER;
     } else {
         uint32_t used = ctx->body == UG_BODY_DONE ? ctx->http.consumed : 0;
-        memmove(ctx->parked.p, ctx->parked.p + used, ctx->parked.len - used);
-        ctx->parked.len -= used;
+        /* Only when there is something to remove: a body that never had a byte parked (a
+         * Content-Length of 0) leaves 'parked' unallocated, and memmove from NULL is
+         * undefined even for 0 bytes (UBSan aborts the sanitized builds on it). */
+        if (used) {
+            memmove(ctx->parked.p, ctx->parked.p + used, ctx->parked.len - used);
+            ctx->parked.len -= used;
+        }
     }
     ctx->body = UG_BODY_BUFFERED;
     ctx->body_fn = NULL;
