@@ -257,7 +257,9 @@ int ug_route_body_limit(ug_server *srv, const char *method, const char *path, ui
  * Misuse is answered, counted in ug_stats.middleware_misuse and logged with the element's
  * name: ug_next called twice, or after the response was started (refused with -EALREADY);
  * a middleware returning UG_DONE without answering or passing on (answered 500, as a handler
- * that forgets is: ug_stats.handler_no_response); a second answer (refused).
+ * that forgets is: ug_stats.handler_no_response); a second answer, or an answer from inside
+ * a middleware's call after it passed the request on (refused: the first answer, or that of
+ * the element holding the request, stands).
  * ---------------------------------------------------------------------------------------- */
 
 /** A middleware's place in its request's chain, given to it and handed back to ug_next. A
@@ -336,7 +338,10 @@ int ug_req_on_complete(ug_request *req, ug_completion_fn fn, void *user);
  *  only. It may answer the request (then no piece follows), pause, or keep the bytes. */
 typedef void (*ug_body_fn)(ug_request *req, const void *data, size_t len, int end, void *user);
 
-/** Start reading the body: fn gets every piece from the loop's next turn on. Returns 0;
+/** Start reading the body: fn gets every piece from the loop's next turn on. One reader per
+ *  request: a middleware that reads the body owns it, and the handler after it gets
+ *  -EALREADY. While the body is read the handler timeout does not run; it runs, from the
+ *  start each time, while the body is paused and after its end. Returns 0;
  *  -EINVAL if the route does not stream its body or the request has ended; -EALREADY if
  *  called before. A request with no body gets one call, (0 bytes, end). Loop thread. */
 int ug_req_read_body(ug_request *req, ug_body_fn fn, void *user);

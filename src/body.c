@@ -42,6 +42,15 @@ void ug__body_refuse(ug__loop *lp, struct ug_request *ctx, int status, ug_cancel
     ug__mark_dirty(lp, ctx->conn);
 }
 
+/* Go's rule, as for a buffered request: a client that half-closes before its response is
+ * gone. But only once what it sent before its FIN has been handed out: while the handler
+ * holds the body back (paused, or not reading yet) it may still take it, and answer. */
+void ug__body_peer_eof(ug__loop *lp, ug__conn *c) {
+    struct ug_request *ctx = c->ctx;
+    if (ctx->body == UG_BODY_WAITING || (ctx->body == UG_BODY_READING && ctx->body_paused)) return;
+    ug__request_cancel(lp, ctx, UG_CANCEL_CLIENT_GONE);
+}
+
 void ug__body_pump(ug__loop *lp, ug__conn *c) {
     struct ug_request *ctx = c->ctx;
     while (ctx->body == UG_BODY_READING && !ctx->body_paused && ug__request_live(ctx) &&

@@ -66,8 +66,12 @@ static void held_result(ug__loop *lp, struct ug_request *ctx, uint32_t pos, ug_h
     } else if (ctx->rstate == UG_RS_STREAMING && res == UG_DONE) {
         /* Returned mid-stream without deferring: the body can't be completed. Send what is
          * queued and close, so the client sees a truncated chunked body, not a hang. */
-        UG_STAT_INC(lp, handler_no_response);
-        ug__log(lp->srv, UG_LOG_WARN, "handler returned UG_DONE mid-stream: closing");
+        if (pos < chain_len(ctx)) {
+            ug__chain_misuse(ctx, pos, "returned UG_DONE mid-stream: closing");
+        } else {
+            UG_STAT_INC(lp, handler_no_response);
+            ug__log(lp->srv, UG_LOG_WARN, "handler returned UG_DONE mid-stream: closing");
+        }
         c->flags |= UG_CF_CLOSE_AFTER;
         ug__request_done(lp, ctx, UG_END_ANSWERED, 0);
         ctx->rstate = UG_RS_ANSWERED;
@@ -115,8 +119,8 @@ int ug_next(ug_request *req, ug_chain_pos next) {
     if (!req || !next.request_id) return -EINVAL;
     if (req->id != next.request_id) return -ESTALE;
     if (next.pos >= chain_len(req)) return -EINVAL; /* the handler has no next */
+    if (req->chain_at < next.pos) return -EINVAL;   /* not given out yet: forged */
     if (req->chain_at != next.pos) {
-        assert(req->chain_at > next.pos); /* a position is only given out when it runs */
         ug__chain_misuse(req, next.pos, "ug_next called twice");
         return -EALREADY;
     }

@@ -358,6 +358,8 @@ static void process(ug__loop *lp, ug__conn *c) {
     struct ug_request *ctx = c->ctx;
     for (;;) {
         if (ctx->body == UG_BODY_READING) ug__body_pump(lp, c);
+        if ((c->flags & UG_CF_PEER_EOF) && ctx->body != UG_BODY_BUFFERED && ug__request_live(ctx))
+            ug__body_peer_eof(lp, c);
         if (ctx->rstate == UG_RS_ANSWERED) ug__request_finish(lp, ctx);
         if (ctx->rstate != UG_RS_NONE || (c->flags & UG_CF_FAILED)) break;
         if (c->flags & UG_CF_CLOSE_AFTER) { /* nothing after a closing response is read */
@@ -436,7 +438,8 @@ void ug__conn_flush(ug__loop *lp, ug__conn *c) {
      * gone by then). */
     if ((c->flags & UG_CF_RECV_PAUSED) && !(c->flags & UG_CF_RECV_ARMED) &&
         (!ctx || (!ug__request_live(ctx) && ctx->parked.len == 0 && output_drained(lp, ctx)) ||
-         (stream_reading(ctx) && ctx->parked.len <= parked_max(ctx) / 4))) {
+         (stream_reading(ctx) && ctx->parked.len <= parked_max(ctx) / 4 &&
+          output_drained(lp, ctx)))) {
         c->flags &= (uint16_t)~UG_CF_RECV_PAUSED;
         if (arm_recv(lp, c)) {
             conn_failed(lp, c);
@@ -577,6 +580,14 @@ void ug__conn_on_recv(ug__loop *lp, ug__conn *c, const ug__completion *cq) {
         /* EOF. A deferred handler's client is gone (Go's rule: a half-closed client is
          * treated as gone). Complete requests already buffered are still answered. */
         struct ug_request *ctx = c->ctx;
+        if (ctx && ug__request_live(ctx) && ctx->body != UG_BODY_BUFFERED &&
+            ctx->body != UG_BODY_DONE) {
+            /* A streamed body's bytes before the FIN are handed out first (ug__body_peer_eof
+             * then judges). */
+            c->flags |= UG_CF_PEER_EOF;
+            ug__mark_dirty(lp, c);
+            return;
+        }
         if (ctx && ug__request_live(ctx)) {
             ug__conn_abort(lp, c, UG_CANCEL_CLIENT_GONE);
             return;

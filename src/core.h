@@ -628,6 +628,9 @@ void ug__request_timed_out(ug__loop *lp, struct ug_request *ctx); /* handler tim
 void ug__request_refuse(ug__loop *lp, struct ug_request *ctx, int status, ug_cancel_reason why,
                         ug_request_end how);
 void ug__request_id_header(struct ug_request *ctx); /* X-Request-Id on the response, if any */
+/* A streamed body's request is over before its body: nothing more of the connection's input
+ * is read, and it closes after what is queued. */
+void ug__request_discard_stream(struct ug_request *ctx);
 /* The request ended (how): the duration histogram, then the completion hooks. */
 void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
                       ug_cancel_reason why);
@@ -644,6 +647,8 @@ void ug__chain_free(ug_server *srv);
 void ug__body_pump(ug__loop *lp, ug__conn *c);
 int ug__body_begin(ug__loop *lp, struct ug_request *ctx);
 void ug__body_refuse(ug__loop *lp, struct ug_request *ctx, int status, ug_cancel_reason why);
+/* The client's EOF came while a streamed body's request is live (process, after the pump). */
+void ug__body_peer_eof(ug__loop *lp, ug__conn *c);
 /* Whether the request's streamed body is still coming (a response now closes after it). */
 static inline int ug__body_open(const struct ug_request *ctx) {
     if (ctx->body == UG_BODY_FAILED) return 1;

@@ -91,6 +91,15 @@ void ug__ctx_free_all(ug__loop *lp) {
     lp->ctx_free_count = 0;
 }
 
+void ug__request_discard_stream(struct ug_request *ctx) {
+    ctx->body = UG_BODY_BUFFERED;
+    ctx->body_fn = NULL;
+    ctx->parked.len = 0;
+    ctx->in_off = ctx->in.len;
+    ctx->parsing = 0;
+    ctx->conn->flags |= UG_CF_CLOSE_AFTER;
+}
+
 void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason why) {
     if (!ug__request_live(ctx)) return;
     /* The hooks see the request as it was: its id and its views. */
@@ -101,14 +110,6 @@ void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason w
     ctx->cancel_fn = NULL;
     ctx->rstate = UG_RS_NONE;
     ctx->id = 0;
-    if (ctx->body != UG_BODY_BUFFERED) { /* the rest of its body is never read */
-        ctx->body = UG_BODY_BUFFERED;
-        ctx->body_fn = NULL;
-        ctx->parked.len = 0;
-        ctx->in_off = ctx->in.len;
-        ctx->parsing = 0;
-        ctx->conn->flags |= UG_CF_CLOSE_AFTER;
-    }
     inflight_done(lp, ctx);
     ug__timer_stop(&lp->timers, &ctx->timer);
     if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING && why == UG_CANCEL_DEADLINE)
@@ -117,6 +118,9 @@ void ug__request_cancel(ug__loop *lp, struct ug_request *ctx, ug_cancel_reason w
         UG_STAT_INC(lp, requests_cancelled);
         fn(ctx, why, user);
     }
+    /* The rest of a streamed body is never read; only now: the callback reads the head's
+     * views, which this would move past. */
+    if (ctx->body != UG_BODY_BUFFERED) ug__request_discard_stream(ctx);
 }
 
 /* ---------------------------------------------------------------- requests ---- */
@@ -200,7 +204,10 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
     ctx->chain_at = 0;
     ctx->chain_running = UG__CHAIN_NONE;
     if (lp->srv->cfg.request_ids) assign_request_id(lp, ctx);
-    if (ctx->route && lp->max_inflight != UG_UNLIMITED && lp->inflight >= lp->max_inflight) {
+    /* Requests that run application code count against max_inflight: a route's, and with
+     * global middlewares (which may defer) every one. The core's own 404 and 405 are not. */
+    int app = ctx->route || lp->srv->nmw;
+    if (app && lp->max_inflight != UG_UNLIMITED && lp->inflight >= lp->max_inflight) {
         /* Load shedding: answered at once, cheaply, and the client is told when to retry. */
         UG_STAT_INC(lp, shed);
         ctx->end_how = UG_END_SHED;
@@ -208,14 +215,15 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
         core_respond(ctx, 503, LIT_BODY("Service Unavailable\n"));
         return;
     }
-    if (ctx->route) {
+    if (app) {
         ctx->inflight = 1;
         __atomic_store_n(&lp->inflight, lp->inflight + 1, __ATOMIC_RELAXED); /* a gauge */
     }
     ug__chain_start(lp, ctx);
     /* Deferred behind the client's EOF: like any deferred request whose client closed, it
      * is cancelled (see ug_cancel_reason), a streamed body's too. */
-    if (ctx->rstate == UG_RS_DEFERRED && (c->flags & UG_CF_PEER_EOF)) {
+    if (ctx->rstate == UG_RS_DEFERRED && (c->flags & UG_CF_PEER_EOF) &&
+        ctx->body == UG_BODY_BUFFERED) { /* a streamed body's: ug__body_peer_eof */
         /* Consume the request here and let the connection close once the output before it
          * is sent; aborting from inside process() would pull the context out from under
          * the parse loop. */
@@ -233,9 +241,7 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
 static void finish_streamed(struct ug_request *ctx) {
     ctx->in_off += ctx->http.header_bytes;
     if (ug__body_open(ctx)) {
-        ctx->parked.len = 0;
-        ctx->in_off = ctx->in.len;
-        ctx->conn->flags |= UG_CF_CLOSE_AFTER;
+        ug__request_discard_stream(ctx);
     } else {
         uint32_t used = ctx->body == UG_BODY_DONE ? ctx->http.consumed : 0;
         /* Only when there is something to remove: a body that never had a byte parked (a
@@ -336,8 +342,11 @@ void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
     if (answered) observe(lp, ns);
     ug_server *srv = lp->srv;
     uint8_t ndone = ctx->ndone;
-    ctx->ndone = 0;                                                 /* each runs once */
-    if ((!srv->ndone_hooks && !ndone) || srv->running != 1) return; /* none, or ug_server_free */
+    ctx->ndone = 0; /* each runs once */
+    /* The server's hooks are not called from ug_server_free (what they feed, an access log,
+     * may be gone); the request's own callbacks are: they may hold what they must free. */
+    size_t nhooks = srv->running == 1 ? srv->ndone_hooks : 0;
+    if (!nhooks && !ndone) return;
     ug__conn *c = ctx->conn;
     uint64_t queued = c->bytes_out + ctx->out[0].len + ctx->out[1].len - ctx->sent;
     ug_completion info = {
@@ -361,8 +370,7 @@ void ug__request_done(ug__loop *lp, struct ug_request *ctx, ug_request_end how,
     /* The request's own first, innermost first (a middleware's callback wraps what it
      * passed the request on to), then the server's. */
     for (uint8_t i = ndone; i-- > 0;) ctx->done[i].fn(ctx, &info, ctx->done[i].user);
-    for (size_t i = 0; i < srv->ndone_hooks; i++)
-        srv->done_hooks[i].fn(ctx, &info, srv->done_hooks[i].user);
+    for (size_t i = 0; i < nhooks; i++) srv->done_hooks[i].fn(ctx, &info, srv->done_hooks[i].user);
     ctx->rstate = rstate;
 }
 

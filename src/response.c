@@ -244,12 +244,21 @@ static int can_respond(const struct ug_request *req) {
     return req && (req->rstate == UG_RS_HANDLER || req->rstate == UG_RS_DEFERRED);
 }
 
+/* The element answering, still inside its call, has passed the request on: what it passed
+ * it to holds it (deferred, or answering itself). */
+static int passed_on(const struct ug_request *req) {
+    return req->chain_running != UG__CHAIN_NONE && req->chain_running < req->chain_at;
+}
+
 /* Why req cannot be answered: a second answer to a request still in its chain is misuse
  * (counted and logged); a stream in progress is -EINVAL, an answered request -EALREADY. */
 static int refused(struct ug_request *req) {
     if (!req) return -EINVAL;
     if (req->id && (req->rstate == UG_RS_ANSWERED || req->rstate == UG_RS_STREAMING))
         ug__chain_misuse(req, UG__CHAIN_NONE, "answered twice (the second answer is dropped)");
+    else if (passed_on(req))
+        ug__chain_misuse(req, req->chain_running,
+                         "answered after passing the request on (the answer is dropped)");
     return req->rstate == UG_RS_STREAMING ? -EINVAL : -EALREADY;
 }
 
@@ -406,7 +415,7 @@ static int status_has_body(int status) {
 
 int ug_resp_send(ug_request *req, int status, const char *content_type, const void *body,
                  size_t len) {
-    if (!can_respond(req)) return refused(req);
+    if (!can_respond(req) || passed_on(req)) return refused(req);
     if (!valid_status(status) || (len && !body) || len > UINT32_MAX / 4) return -EINVAL;
     if (content_type && !valid_value(content_type)) return -EINVAL;
     int has_body = status_has_body(status);
@@ -422,7 +431,7 @@ int ug_resp_send(ug_request *req, int status, const char *content_type, const vo
 }
 
 int ug_resp_start(ug_request *req, int status, const char *content_type) {
-    if (!can_respond(req)) return refused(req);
+    if (!can_respond(req) || passed_on(req)) return refused(req);
     if (!valid_status(status)) return -EINVAL;
     if (content_type && !valid_value(content_type)) return -EINVAL;
     int has_body = status_has_body(status);

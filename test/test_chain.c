@@ -207,6 +207,14 @@ static ug_handler_result h_slow(ug_request *req, void *user) {
     ug_req_timer(req, 100, slow_answer, NULL);
     return UG_LATER;
 }
+/* Answers right after passing the request on, while the handler defers. */
+static ug_handler_result mw_answer_after_next(ug_request *req, ug_chain_pos next, void *user) {
+    (void)user;
+    ug_next(req, next);
+    note_rc(ug_resp_send(req, 500, "text/plain", "mine\n", 5));
+    return UG_DONE;
+}
+
 static ug_handler_result mw_many_callbacks(ug_request *req, ug_chain_pos next, void *user) {
     /* A and B took two places. */
     for (int i = 0; i < UG_REQ_ON_COMPLETE_MAX - 2; i++)
@@ -220,21 +228,26 @@ static ug_handler_result mw_many_callbacks(ug_request *req, ug_chain_pos next, v
 
 static srv_ctx sc;
 
-static void start(uint32_t handler_timeout_ms) {
+static void start_cfg(uint32_t handler_timeout_ms, uint32_t max_inflight) {
     ug_config cfg;
     ug_config_init(&cfg);
     cfg.log = log_fn;
     cfg.handler_timeout_ms = handler_timeout_ms;
+    if (max_inflight) cfg.max_inflight = max_inflight;
     ts_create(&sc, &cfg);
     g_srv = sc.srv;
     ug_server *s = sc.srv;
     CU_ASSERT_EQUAL(ug_use(s, "A", mw_pass, "A"), 0);
     CU_ASSERT_EQUAL(ug_use(s, "B", mw_pass, "B"), 0);
     const char *paths[] = {"/c/order",  "/c/auth",  "/c/later",      "/c/twice", "/c/after",
-                           "/c/forget", "/c/again", "/c/twice-late", "/c/many"};
-    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
-        CU_ASSERT_EQUAL(ug_route(s, "GET", paths[i], UG_ROUTE_EXACT, i == 7 ? h_slow : h_ok, NULL),
-                        0);
+                           "/c/forget", "/c/again", "/c/twice-late", "/c/many",  "/c/after-next"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        ug_handler_fn h = i == 7 || i == 9 ? h_slow : h_ok;
+        CU_ASSERT_EQUAL(ug_route(s, "GET", paths[i], UG_ROUTE_EXACT, h, NULL), 0);
+    }
+    CU_ASSERT_EQUAL(
+        ug_route_use(s, "GET", "/c/after-next", "answers-after-next", mw_answer_after_next, NULL),
+        0);
     CU_ASSERT_EQUAL(ug_route_use(s, "GET", "/c/order", "C", mw_pass, "C"), 0);
     CU_ASSERT_EQUAL(ug_route_use(s, "GET", "/c/auth", "gone", mw_add_gone, NULL), 0);
     CU_ASSERT_EQUAL(ug_route_use(s, "GET", "/c/auth", "auth", mw_auth, "auth"), 0);
@@ -252,6 +265,10 @@ static void start(uint32_t handler_timeout_ms) {
     CU_ASSERT_EQUAL(ug_use(s, NULL, mw_pass, NULL), -EINVAL);
     CU_ASSERT_EQUAL(ug_server_on_complete(s, server_hook, NULL), 0);
     ts_run(&sc);
+}
+
+static void start(uint32_t handler_timeout_ms) {
+    start_cfg(handler_timeout_ms, 0);
 }
 
 /* One request on fd; its status, its head in *hdrs. */
@@ -397,11 +414,25 @@ static void test_misuse(void) {
     CU_ASSERT_EQUAL(misuse_count(), m0 + 4);
     still_served(fd);
 
+    /* Answering right after passing on, with the handler deferred: refused, and the
+     * handler's own answer is the one the client gets. */
+    const char *h;
+    char body[64];
+    reset();
+    static const char an[] = "GET /c/after-next HTTP/1.1\r\nHost: t\r\n\r\n";
+    CU_ASSERT_EQUAL(tu_send_all(fd, an, sizeof an - 1), 0);
+    CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, &h), 200);
+    CU_ASSERT_STRING_EQUAL(body, "slow\n");
+    CU_ASSERT(nrc == 1 && rc_seen[0] == -EALREADY);
+    CU_ASSERT(logged("middleware \"answers-after-next\": answered after passing the request on"));
+    CU_ASSERT_EQUAL(misuse_count(), m0 + 5);
+    still_served(fd);
+
     /* Returning without answering or passing on: 500, and the connection closes as after
      * any 500 of the core's. */
     CU_ASSERT_EQUAL(get(fd, "/c/forget", "", NULL), 500);
     CU_ASSERT(logged("middleware \"forgetful\": returned UG_DONE without answering"));
-    CU_ASSERT_EQUAL(misuse_count(), m0 + 5);
+    CU_ASSERT_EQUAL(misuse_count(), m0 + 6);
     CU_ASSERT(tu_wait_eof(fd, 2000));
     tu_forget(fd);
     close(fd);
@@ -410,8 +441,32 @@ static void test_misuse(void) {
     tu_forget(fd);
     close(fd);
     ts_stop(&sc);
-    CU_ASSERT_EQUAL(sc.stats.middleware_misuse, m0 + 5);
+    CU_ASSERT_EQUAL(sc.stats.middleware_misuse, m0 + 6);
     CU_ASSERT_EQUAL(sc.stats.handler_no_response, 0);
+}
+
+/* With global middlewares (which may defer) every request counts against max_inflight,
+ * the ones no route takes too. */
+static void test_inflight_routeless(void) {
+    /* max_inflight is split among the loops: one each, held by a deferred request each. */
+    unsigned n = g_threads;
+    start_cfg(0, n);
+    int fds[4], extra;
+    static const char req[] = "GET /c/later?never=1 HTTP/1.1\r\nHost: t\r\n\r\n";
+    ug_stats st = {0};
+    for (unsigned k = 0; k < n; k++) {
+        fds[k] = tu_connect(sc.port);
+        CU_ASSERT_EQUAL(tu_send_all(fds[k], req, sizeof req - 1), 0);
+        for (int i = 0; i < 100 && ts_stats_now(&sc, &st) == 0 && st.inflight < k + 1; i++)
+            usleep(10000);
+    }
+    CU_ASSERT_EQUAL(st.inflight, n);
+    extra = tu_connect(sc.port);
+    CU_ASSERT_EQUAL(get(extra, "/c/nowhere", "", NULL), 503);
+    for (unsigned k = 0; k < n; k++) hang_up_fd(fds[k]);
+    hang_up_fd(extra);
+    ts_stop(&sc);
+    CU_ASSERT_EQUAL(sc.stats.shed, 1);
 }
 
 static void register_suites(void) {
@@ -422,6 +477,8 @@ static void register_suites(void) {
                 test_defer_then_next);
     CU_add_test(s, "a deferred middleware at the drain deadline", test_deferred_at_deadline);
     CU_add_test(s, "misuse: detected, counted, logged, the connection served", test_misuse);
+    CU_add_test(s, "max_inflight counts what no route takes, with global middlewares",
+                test_inflight_routeless);
 }
 
 int main(int argc, char **argv) {
