@@ -25,6 +25,8 @@
 #define MAXT 8       /* backend timers */
 #define FD_BASE 1000 /* connection i is fd FD_BASE + i: never reused within a run */
 #define RESP_MAX 70000
+#define MAXOC (3 * MAXR) /* completion callbacks registered per run */
+#define OCSEQ 16384      /* their requests, by the id's sequence (a power of 2) */
 
 /* ---------------------------------------------------------------- small buffers ---- */
 
@@ -89,11 +91,13 @@ enum kind {
     K_BADHOST,      /* two Host fields: 400 */
     K_LIMIT,        /* over a limit: 413 / 414 / 431 */
     K_RAW,          /* raw bytes from the script: anything may follow */
+    K_SBODY,        /* POST /ks/: a streamed body (UG_ROUTE_STREAM_BODY), read in pieces */
 };
 
-static const char *const kind_name[] = {
-    "imm",          "timer", "post",     "post-self", "stream",  "stream-later", "forget-done",
-    "forget-later", "twice", "notfound", "method",    "badhost", "limit",        "raw"};
+static const char *const kind_name[] = {"imm",    "timer",        "post",        "post-self",
+                                        "stream", "stream-later", "forget-done", "forget-later",
+                                        "twice",  "notfound",     "method",      "badhost",
+                                        "limit",  "raw",          "sbody"};
 
 #define E400 1u
 #define E413 2u
@@ -114,6 +118,15 @@ typedef struct sim_req {
         answer_failed, post_pending, truncated_ok, cancel_reason, responded;
     uint64_t ug_id;
     uint32_t stream_off;
+    /* K_SBODY: how its handler reads (enum sb_mode), what it has seen so far */
+    uint8_t sb_mode, sb_pauses, sb_trailers, sb_reading, sb_read_ok, sb_paused, sb_end, sb_body_to,
+        sb_open_answer, sb_end_answer, sb_xbody_ok;
+    uint32_t sb_got, sb_hash, sb_run_hash, sb_delay;
+    unsigned sb_step; /* the world's step when reading began or last resumed */
+    /* the middlewares: the last one that ran (1 a, 2 b, 3 the route's), whether one holds
+     * the request (deferred: 1 a, 2 b), it was cancelled or timed out there */
+    uint8_t mw_stage, mw_held, mw_cancelled, mw_timed_out, mw_hdr;
+    ug_chain_pos mw_pos;
 } sim_req;
 
 typedef struct send_rec {
@@ -241,6 +254,28 @@ static struct sim {
         ug_conn_state last;
     } cstates[2 * MAXC];
     unsigned ncstates;
+
+    /* streamed bodies and middlewares */
+    uint32_t sb_limit;        /* /ks/'s ug_route_body_limit */
+    int sb_in_call;           /* inside ug_req_read_body or _resume: no piece may come */
+    unsigned body_timeouts;   /* cancels for the body timeout (408), not the handler's */
+    unsigned mw_on;           /* [0] middleware a, [1] b (and /ks/'s route middleware) */
+    uint32_t mw_salt;         /* which requests they defer */
+    uint64_t misuse_expected; /* middleware_misuse the workload caused on purpose */
+    /* every ug_req_on_complete registered: runs exactly once, innermost first, before the
+     * server's hooks */
+    struct {
+        uint64_t id;
+        int32_t req; /* index in reqs, -1 if not one of ours */
+        uint8_t order, ran;
+    } oc[MAXOC];
+    unsigned noc;
+    struct {
+        uint64_t id;
+        uint16_t reg, ran;
+    } ocseq[OCSEQ]; /* by the request id's sequence: registered and run so far */
+    uint64_t oc_cur;
+    uint8_t oc_cur_order;
 } S;
 
 static void trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -730,13 +765,15 @@ static size_t pending(const sim_conn *c) {
 static int deferred_kind(int k);
 
 /* A request of the connection is live in its handler's hands (known for those with a cancel
- * callback): the core parks what arrives and stops reading past its bound. */
-static int conn_live(const sim_conn *c) {
+ * callback), or held by a middleware: the core parks what arrives and stops reading past its
+ * bound. */
+static const sim_req *conn_live(const sim_conn *c) {
     for (unsigned k = c->nrq; k-- > 0;) {
         const sim_req *r = &S.reqs[c->rq[k]];
-        if (r->dispatched) return deferred_kind(r->kind) && r->has_cb && !terminal(r);
+        if (r->mw_held) return r;
+        if (r->dispatched) return deferred_kind(r->kind) && r->has_cb && !terminal(r) ? r : NULL;
     }
-    return 0;
+    return NULL;
 }
 
 /* Up to n client bytes in completions of at most a buffer each; the last one ends the
@@ -766,11 +803,14 @@ static size_t recv_data(sim_conn *c, size_t n, int final) {
         e->c.buf_id = (uint32_t)id;
         c->delivered += chunk;
         done += chunk;
-        if (!c->recv_cancelled && conn_live(c)) {
+        const sim_req *lr = c->recv_cancelled ? NULL : conn_live(c);
+        if (lr) {
             /* parked input: 64 KiB, then the recv is cancelled; what one batch carries may
-             * still come (posted before the cancel), nothing after */
+             * still come (posted before the cancel), nothing after. A streamed body goes
+             * through (handed out as it comes) with 256 KiB parked before reading pauses. */
             c->live_in += chunk;
             size_t bound = (64u << 10) + (size_t)S.nbufs * S.bufsize * 2 + 65536;
+            if (lr->kind == K_SBODY) bound += (lr->end - lr->head_end) + (256u << 10);
             if (c->live_in > bound && !c->live_reported) {
                 c->live_reported = 1;
                 violation("conn %d: %zu bytes read while a request is live (parked input "
@@ -946,17 +986,59 @@ static sim_req *req_new(sim_conn *c, int kind) {
     return r;
 }
 
-/* A request from three spec bytes (see the kinds and tables above). */
+/* How a streamed body's handler reads it. */
+enum sb_mode {
+    SB_END,         /* reads it all, answers with the last piece */
+    SB_END_LATER,   /* reads it all, answers from a timer after the last piece */
+    SB_NOREAD,      /* answers in the handler without reading (no 100 Continue) */
+    SB_EARLY,       /* answers with the first piece that has bytes (before the end) */
+    SB_EARLY_TIMER, /* reads, and answers from a timer whether the body has ended or not */
+    SB_NMODES
+};
+
+static uint32_t fnv32(uint32_t h, const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+#define FNV32_0 2166136261u
+
+/* A streamed body's size: mostly small, now and then up to the route's limit or just past it
+ * (413: before the body for a Content-Length, mid-body for a chunked one). */
+static uint32_t sb_len_pick(void) {
+    uint32_t lim = S.sb_limit;
+    switch (rnd(8)) {
+    case 0:
+        return 0;
+    case 1:
+    case 2:
+    case 3:
+        return rnd(lim < 3000 ? lim : 3000);
+    case 4:
+        return rnd(lim + 1);
+    case 5:
+        return lim - rnd(3);
+    case 6:
+        return 1 + rnd(400);
+    default:
+        return lim + 1 + rnd(2000);
+    }
+}
+
+/* A request from three spec bytes (see the kinds and tables above). Kinds 1 and 2 (an
+ * immediate answer) with content type 3 (text/plain, as 0) are a streamed body instead: 1 in
+ * 32 requests. */
 static void add_request(sim_conn *c, uint8_t r0, uint8_t r1, uint8_t r2) {
     if (c->eof || c->reset) return;
     int kind = kinds[r0 & 15];
+    if (((r0 & 15) == 1 || (r0 & 15) == 2) && (r2 >> 6) == 3) kind = K_SBODY;
     sim_req *r = req_new(c, kind);
     if (!r) return;
     const ug_config *cfg = &S.cfg;
     /* r0 >> 4: [1:0] GET, HEAD, POST, GET; [3:2] 1.1, 1.1, 1.0, close */
     unsigned fl = r0 >> 4;
     r->head = (fl & 3) == 1;
-    r->post = (fl & 3) == 2;
+    r->post = (fl & 3) == 2 || kind == K_SBODY;
+    if (kind == K_SBODY) r->head = 0;
     r->minor = (fl >> 2) == 2 ? 0 : 1;
     r->want_close = (fl >> 2) == 3 || ((fl >> 2) == 2 && rnd(2));
     r->status = statuses[r1 & 15];
@@ -971,6 +1053,20 @@ static void add_request(sim_conn *c, uint8_t r0, uint8_t r1, uint8_t r2) {
         r->body_len = rnd(cfg->max_body_bytes < 3000 ? (unsigned)cfg->max_body_bytes : 3000);
     if (kind == K_METHOD && r->post) r->post = 0, r->body_len = 0;
     if (kind == K_LIMIT && pad == 2) r->post = 1, r->chunked = 0, r->expect = 0;
+    int sb_over = 0;
+    if (kind == K_SBODY) {
+        r->ctype = 0;
+        r->body_len = sb_len_pick();
+        sb_over = r->body_len > S.sb_limit;
+        if (sb_over) r->errs = E413;
+        r->sb_mode = (uint8_t)rnd(SB_NMODES + 2); /* the first two twice as often */
+        if (r->sb_mode >= SB_NMODES) r->sb_mode -= SB_NMODES;
+        r->sb_pauses = (r->sb_mode == SB_END || r->sb_mode == SB_END_LATER) && rnd(2);
+        r->sb_trailers = r->chunked && rnd(2);
+        r->sb_delay = 1 + rnd(40);
+        if (sb_over && !r->chunked) /* refused at its head: the client sends some of it */
+            r->body_len = 200;
+    }
 
     sbuf h = {0};
     const char *method = r->head ? "HEAD" : r->post ? "POST" : (rnd(8) == 0 ? "DELETE" : "GET");
@@ -981,6 +1077,8 @@ static void add_request(sim_conn *c, uint8_t r0, uint8_t r1, uint8_t r2) {
         sb_printf(&h, "/none/%u", r->id);
     else if (kind == K_METHOD)
         sb_str(&h, "/post-only");
+    else if (kind == K_SBODY)
+        sb_printf(&h, "/ks/%u", r->id);
     else
         sb_printf(&h, "%s/%u", r->get_route ? "/kg" : "/k", r->id);
     if (kind == K_LIMIT && pad == 1) {
@@ -1005,6 +1103,8 @@ static void add_request(sim_conn *c, uint8_t r0, uint8_t r1, uint8_t r2) {
         sb_printf(&h, "Content-Length: %llu\r\n", (unsigned long long)over);
         r->errs = E413;
         r->body_len = over > 200 ? 200 : (uint32_t)over; /* the client sends some of it */
+    } else if (sb_over && !r->chunked) {
+        sb_printf(&h, "Content-Length: %u\r\n", S.sb_limit + 1 + rnd(2000));
     } else if (r->post && r->chunked) {
         sb_str(&h, "Transfer-Encoding: chunked\r\n");
     } else if (r->post) {
@@ -1040,10 +1140,11 @@ static void add_request(sim_conn *c, uint8_t r0, uint8_t r1, uint8_t r2) {
         char *body = malloc(r->body_len + 1);
         if (!body) abort();
         for (uint32_t i = 0; i < r->body_len; i++) body[i] = req_byte(r->id, i);
+        r->sb_hash = fnv32(FNV32_0, body, r->body_len);
         if (r->chunked) {
-            uint32_t off = 0;
+            uint32_t off = 0, most = kind == K_SBODY && r->body_len > 8000 ? 8000 : 700;
             while (off < r->body_len) {
-                uint32_t n = 1 + rnd(r->body_len - off < 700 ? r->body_len - off : 700);
+                uint32_t n = 1 + rnd(r->body_len - off < most ? r->body_len - off : most);
                 char line[32];
                 snprintf(line, sizeof line, rnd(4) ? "%x\r\n" : "%X;ext=1\r\n", n);
                 sb_str(&c->out, line);
@@ -1051,16 +1152,23 @@ static void add_request(sim_conn *c, uint8_t r0, uint8_t r1, uint8_t r2) {
                 sb_str(&c->out, "\r\n");
                 off += n;
             }
-            sb_str(&c->out, "0\r\n\r\n");
+            if (r->sb_trailers) {
+                sb_printf(&c->out, "0\r\nX-Sum: %08x\r\n", r->sb_hash);
+                if (r->sb_delay & 1) sb_str(&c->out, "X-Other:  v \r\n");
+                sb_str(&c->out, "\r\n");
+            } else {
+                sb_str(&c->out, "0\r\n\r\n");
+            }
         } else {
             sb_add(&c->out, body, r->body_len);
         }
         free(body);
     }
     r->end = c->out.len;
-    trace("conn %d: request %u queued: %s %s status %u len %u%s%s%s", idx_of(c), r->id,
-          kind_name[kind], method, r->status, r->resp_len, r->minor ? "" : " 1.0",
-          r->want_close ? " close" : "", r->expect ? " expect" : "");
+    trace("conn %d: request %u queued: %s %s status %u len %u%s%s%s body %u%s mode %u", idx_of(c),
+          r->id, kind_name[kind], method, r->status, r->resp_len, r->minor ? "" : " 1.0",
+          r->want_close ? " close" : "", r->expect ? " expect" : "", r->body_len,
+          r->chunked ? " chunked" : "", r->sb_mode);
 }
 
 static void add_raw(sim_conn *c, const uint8_t *p, size_t n) {
@@ -1157,17 +1265,38 @@ static void answer_sibling(void) {
 }
 
 static void on_cancel(ug_request *req, ug_cancel_reason why, void *user) {
-    (void)req;
     sim_req *r = user;
     S.cancels_seen++;
     S.res->cancels++;
     trace("request %u: cancel callback, reason %d", r->id, (int)why);
     if (r->cancelled) violation("request %u: cancel callback fired twice", r->id);
     if (r->answered) violation("request %u: cancel callback after its answer", r->id);
-    if (why == UG_CANCEL_TIMEOUT) {
+    /* A streamed body being read, not held back, is under the body timeout (408 between two
+     * pieces); else the handler timeout runs (503). Which one fired: the status the server
+     * just queued (unless that failed). One race is allowed: reading began (or resumed) in
+     * the loop turn whose timeouts found the handler's deadline already past. */
+    int reading = r->kind == K_SBODY && r->sb_reading && !r->sb_paused && !r->sb_end;
+    int body_to = why == UG_CANCEL_TIMEOUT && r->kind == K_SBODY &&
+                  (req->status == 408 || (req->status != 503 && reading));
+    if (body_to && !reading)
+        violation("request %u: body timeout for a body not being read (paused %u, end %u)", r->id,
+                  r->sb_paused, r->sb_end);
+    if (why == UG_CANCEL_TIMEOUT && !body_to && reading && r->sb_step != S.steps)
+        violation("request %u: handler timeout while its body is being read", r->id);
+    if (body_to) {
+        S.body_timeouts++;
+        if (!S.cfg.body_timeout_ms) violation("request %u: body timeout while off", r->id);
+        r->sb_body_to = 1;
+    } else if (why == UG_CANCEL_TIMEOUT) {
         S.timeout_cancels++;
         if (!S.cfg.handler_timeout_ms) violation("request %u: handler timeout while off", r->id);
         r->timed_out = 1;
+    } else if (why == UG_CANCEL_BODY) {
+        /* 413 mid-body: only a chunked body over /ks/'s limit is refused (no framing errors
+         * are generated) */
+        if (r->kind != K_SBODY || !(r->errs & E413) || !r->sb_reading)
+            violation("request %u (%s): cancelled for its body, which is fine", r->id,
+                      kind_name[r->kind]);
     } else {
         S.conns[r->conn].lossy = 1;
     }
@@ -1227,34 +1356,45 @@ static void stream_step(ug_request *req, void *user) {
     ug_req_timer(req, r->delay_ms, stream_step, r); /* ENOMEM: ends when the client goes */
 }
 
-static ug_handler_result h_main(ug_request *req, void *user) {
-    (void)user;
-    sim_req *r = req_of(req);
-    if (!r) { /* raw bytes that happen to parse */
-        ug_resp_send(req, 200, NULL, "raw", 3);
-        return UG_DONE;
-    }
+/* The stage (sim_req.mw_stage) a request has reached before the element at point runs:
+ * 1 middleware a, 2 b, 3 /ks/'s route middleware, 4 the handler. */
+static uint8_t stage_before(int point, int sbody) {
+    uint8_t st = 0;
+    if (point > 1 && (S.mw_on & 1)) st = 1;
+    if (point > 2 && (S.mw_on & 2)) st = 2;
+    if (point > 3 && sbody && S.mw_on) st = 3;
+    return st;
+}
+
+/* What every handler checks of the request it is given. */
+static void dispatch_checks(ug_request *req, sim_req *r) {
     sim_conn *c = &S.conns[r->conn];
+    int sbody = r->kind == K_SBODY;
     S.res->dispatched++;
     trace("request %u dispatched (%s)", r->id, kind_name[r->kind]);
     if (r->dispatched) violation("request %u dispatched twice", r->id);
     r->dispatched = 1;
+    if (r->mw_stage != stage_before(4, sbody))
+        violation("request %u reached its handler after middleware stage %u", r->id, r->mw_stage);
     if (req->conn->fd != c->fd)
         violation("request %u dispatched on fd %d, sent on fd %d", r->id, req->conn->fd, c->fd);
-    if (c->delivered < r->end) violation("request %u dispatched before all of it arrived", r->id);
-    if (r->errs) violation("request %u (%s) should have been refused", r->id, kind_name[r->kind]);
+    /* A streamed body's request is dispatched at the end of its head. */
+    if (c->delivered < (sbody ? r->head_end : r->end))
+        violation("request %u dispatched before all of it arrived", r->id);
+    if (r->errs && !(sbody && r->chunked)) /* a chunked body crosses its limit mid-body */
+        violation("request %u (%s) should have been refused", r->id, kind_name[r->kind]);
     char path[32];
-    snprintf(path, sizeof path, "%s/%u", r->get_route ? "/kg" : "/k", r->id);
+    snprintf(path, sizeof path, "%s/%u", sbody ? "/ks" : r->get_route ? "/kg" : "/k", r->id);
     ug_str p = ug_req_path(req);
     if (p.len != strlen(path) || memcmp(p.ptr, path, p.len))
         violation("request %u: the handler sees path %.*s", r->id, (int)(p.len < 64 ? p.len : 64),
                   p.ptr);
     ug_str b = ug_req_body(req);
-    int body_ok = b.len == r->body_len;
+    int body_ok = b.len == (sbody ? 0 : r->body_len);
     for (size_t i = 0; body_ok && i < b.len; i++) body_ok = b.ptr[i] == req_byte(r->id, i);
     if (!body_ok)
-        violation("request %u: body of %zu bytes differs from the %u sent", r->id, b.len,
-                  r->body_len);
+        violation("request %u: body of %zu bytes differs from the %u sent%s", r->id, b.len,
+                  r->body_len, sbody ? " (streamed: none buffered)" : "");
     if (r->prev >= 0) {
         sim_req *pr = &S.reqs[r->prev];
         if (pr->dispatched && !terminal(pr) && pr->has_cb)
@@ -1262,6 +1402,22 @@ static ug_handler_result h_main(ug_request *req, void *user) {
     }
     r->ug_id = ug_req_id(req);
     if (!r->ug_id) violation("request %u: ug_req_id is 0", r->id);
+}
+
+static uint64_t misuse_now(void) {
+    ug_stats st;
+    ug_server_stats(S.srv, &st);
+    return st.middleware_misuse;
+}
+
+static ug_handler_result h_main(ug_request *req, void *user) {
+    (void)user;
+    sim_req *r = req_of(req);
+    if (!r || r->kind == K_SBODY) { /* raw bytes that happen to parse */
+        ug_resp_send(req, 200, NULL, "raw", 3);
+        return UG_DONE;
+    }
+    dispatch_checks(req, r);
     switch (r->kind) {
     case K_IMM:
         if (answer(req, r)) r->gave_up = 1;
@@ -1271,10 +1427,16 @@ static ug_handler_result h_main(ug_request *req, void *user) {
             r->gave_up = 1;
             return UG_DONE;
         }
+        uint64_t m0 = misuse_now();
         if (ug_resp_send(req, 200, NULL, "x", 1) != -EALREADY ||
             ug_resp_header(req, "X-Late", "1") != -EALREADY ||
             ug_resp_start(req, 200, NULL) != -EALREADY || ug_resp_end(req) != -EALREADY)
             violation("request %u: a second answer was not refused", r->id);
+        /* ugate.h: a second answer is misuse, counted (and that is all the workload does
+         * wrong on purpose, besides a second ug_next: see mw_b) */
+        uint64_t m = misuse_now() - m0;
+        if (!m) violation("request %u: a second answer not counted as misuse", r->id);
+        S.misuse_expected += m;
         return UG_DONE;
     case K_TIMER:
         ug_req_on_cancel(req, on_cancel, r);
@@ -1321,7 +1483,7 @@ static ug_handler_result h_main(ug_request *req, void *user) {
         }
         r->truncated_ok = 1; /* returned mid-stream: the server cuts it and closes */
         r->gave_up = 1;
-        c->lossy = 1;
+        S.conns[r->conn].lossy = 1;
         return UG_DONE;
     }
     case K_FORGET_DONE:
@@ -1338,6 +1500,344 @@ static ug_handler_result h_main(ug_request *req, void *user) {
         ug_resp_send(req, 200, NULL, NULL, 0);
         return UG_DONE;
     }
+}
+
+/* ---------------------------------------------------------------- streamed bodies ---- */
+
+static void oc_register(ug_request *req, sim_req *r, int order);
+
+/* Answer a streamed body's request with what it read: X-Body is "<bytes>-<fnv32>", checked
+ * against the body sent when the answer came after the body's end. One attempt only (a
+ * failed answer leaves its fields in the list): the handler timeout or the client ends it. */
+static void sb_answer(ug_request *req, sim_req *r) {
+    if (r->answer_failed || terminal(r)) return;
+    char v[40];
+    snprintf(v, sizeof v, "%u-%08x", r->sb_got, r->sb_run_hash);
+    int rc = ug_resp_header_set(req, "X-Body", v);
+    if (rc && rc != -ENOMEM) violation("request %u: ug_resp_header_set: %d", r->id, rc);
+    r->sb_xbody_ok = rc == 0;
+    /* answered with its body still coming: the response must close the connection */
+    int open = !r->sb_end && (r->chunked || r->body_len > 0);
+    int at_end = r->sb_end;
+    if (answer(req, r) == 0) {
+        r->sb_open_answer = (uint8_t)open;
+        r->sb_end_answer = (uint8_t)at_end;
+    }
+}
+
+static void sb_timer_answer(ug_request *req, void *user) {
+    sim_req *r = user;
+    if (terminal(r)) violation("request %u: its timer fired after it ended", r->id);
+    if (ug_req_find(S.srv, r->ug_id) != req) violation("request %u: ug_req_find disagrees", r->id);
+    sb_answer(req, r);
+}
+
+static void sb_resume(ug_request *req, void *user) {
+    sim_req *r = user;
+    if (terminal(r)) violation("request %u: its timer fired after it ended", r->id);
+    if (!r->sb_paused) violation("request %u: resumed while not paused", r->id);
+    S.sb_in_call = 1;
+    int rc = ug_req_body_resume(req);
+    S.sb_in_call = 0;
+    if (rc) violation("request %u: ug_req_body_resume: %d", r->id, rc);
+    r->sb_paused = 0;
+    r->sb_step = S.steps;
+}
+
+static void sb_piece(ug_request *req, const void *data, size_t len, int end, void *user) {
+    sim_req *r = user;
+    const char *d = data;
+    trace("request %u: body piece of %zu bytes%s", r->id, len, end ? " (end)" : "");
+    if (S.sb_in_call) violation("request %u: a body piece inside read_body or resume", r->id);
+    if (terminal(r)) violation("request %u: a body piece after it ended", r->id);
+    if (r->sb_end) violation("request %u: a body piece after the last one", r->id);
+    if (r->sb_paused) violation("request %u: a body piece while paused", r->id);
+    if (!len && !end) violation("request %u: an empty body piece", r->id);
+    if (r->sb_got + len > r->body_len) {
+        violation("request %u: %u + %zu body bytes, %u sent", r->id, r->sb_got, len, r->body_len);
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (d[i] != req_byte(r->id, r->sb_got + i)) {
+            violation("request %u: body byte %zu differs", r->id, (size_t)r->sb_got + i);
+            break;
+        }
+    }
+    r->sb_got += (uint32_t)len;
+    S.res->pieces++;
+    r->sb_run_hash = fnv32(r->sb_run_hash, d, len);
+    if (r->sb_got > S.sb_limit)
+        violation("request %u: %u body bytes, over the limit", r->id, r->sb_got);
+    if (ug_req_body_bytes(req) != r->sb_got)
+        violation("request %u: ug_req_body_bytes %llu, %u handed out", r->id,
+                  (unsigned long long)ug_req_body_bytes(req), r->sb_got);
+    if (end) {
+        r->sb_end = 1;
+        S.res->sbody_ends++;
+        if (r->sb_got != r->body_len)
+            violation("request %u: the body ends after %u of its %u bytes", r->id, r->sb_got,
+                      r->body_len);
+        if (ug_req_body_pause(req) != -EINVAL)
+            violation("request %u: paused after its body's end", r->id);
+        ug_str t = ug_req_trailer(req, "x-sum");
+        char want[16];
+        snprintf(want, sizeof want, "%08x", r->sb_hash);
+        if (r->sb_trailers ? !t.ptr || t.len != 8 || memcmp(t.ptr, want, 8) : t.ptr != NULL)
+            violation("request %u: trailer X-Sum %.*s, %s expected", r->id,
+                      t.ptr ? (int)(t.len < 20 ? t.len : 20) : 6, t.ptr ? t.ptr : "absent",
+                      r->sb_trailers ? want : "none");
+        if (r->sb_trailers && (r->sb_delay & 1)) {
+            t = ug_req_trailer(req, "X-OTHER");
+            if (!t.ptr || t.len != 1 || t.ptr[0] != 'v')
+                violation("request %u: trailer X-Other wrong or missing", r->id);
+        }
+        if (r->sb_mode == SB_END_LATER && ug_req_timer(req, r->sb_delay, sb_timer_answer, r) == 0)
+            return;
+        if (r->sb_mode != SB_EARLY_TIMER) sb_answer(req, r);
+        return;
+    }
+    if (r->sb_mode == SB_EARLY && len) {
+        sb_answer(req, r);
+        return;
+    }
+    if (r->sb_pauses && len && rnd(2)) { /* hold the rest back, let it come from a timer */
+        if (ug_req_body_pause(req)) violation("request %u: ug_req_body_pause failed", r->id);
+        r->sb_paused = 1;
+        S.res->pauses++;
+        if (ug_req_timer(req, 1 + rnd(20), sb_resume, r)) sb_resume(req, r); /* ENOMEM */
+    }
+}
+
+static ug_handler_result h_sbody(ug_request *req, void *user) {
+    (void)user;
+    sim_req *r = req_of(req);
+    if (!r || r->kind != K_SBODY) { /* raw bytes that happen to parse */
+        ug_resp_send(req, 200, NULL, "raw", 3);
+        return UG_DONE;
+    }
+    dispatch_checks(req, r);
+    S.res->sbodies++;
+    r->sb_run_hash = FNV32_0;
+    ug_req_on_cancel(req, on_cancel, r);
+    r->has_cb = 1;
+    oc_register(req, r, 2);
+    if (ug_req_body_resume(req) != -EINVAL) violation("request %u: resumed before reading", r->id);
+    if (r->sb_mode == SB_NOREAD) {
+        sb_answer(req, r);
+        if (!r->answered) r->gave_up = 1;
+        return UG_DONE;
+    }
+    S.sb_in_call = 1;
+    int rc = ug_req_read_body(req, sb_piece, r);
+    S.sb_in_call = 0;
+    if (rc) { /* -ENOMEM (its 100 Continue): answer without reading */
+        if (rc != -ENOMEM) violation("request %u: ug_req_read_body: %d", r->id, rc);
+        sb_answer(req, r);
+        if (!r->answered) r->gave_up = 1;
+        return UG_DONE;
+    }
+    r->sb_reading = r->sb_read_ok = 1;
+    r->sb_step = S.steps;
+    if (ug_req_read_body(req, sb_piece, r) != -EALREADY)
+        violation("request %u: a second ug_req_read_body accepted", r->id);
+    if (r->sb_mode == SB_EARLY_TIMER && ug_req_timer(req, r->sb_delay, sb_timer_answer, r))
+        r->sb_mode = SB_END; /* ENOMEM: answer at the end instead */
+    return UG_LATER;
+}
+
+/* ---------------------------------------------------------------- middlewares ---- */
+
+/* Completion callbacks: each runs once, for its request, the last registered first, all of
+ * them before the server's hooks (on_done), with the request's views still readable. */
+static void oc_cb(const ug_request *req, const ug_completion *info, void *user) {
+    unsigned t = (unsigned)(uintptr_t)user;
+    if (t >= S.noc) {
+        violation("a completion callback with a token never given out");
+        return;
+    }
+    if (S.oc[t].ran++)
+        violation("request %llx: a completion callback ran twice", (unsigned long long)S.oc[t].id);
+    if (info->request_id != S.oc[t].id)
+        violation("a completion callback registered for %llx told of %llx",
+                  (unsigned long long)S.oc[t].id, (unsigned long long)info->request_id);
+    if (S.oc_cur == S.oc[t].id && S.oc[t].order >= S.oc_cur_order)
+        violation("request %llx: completion callback %u after %u (the last registered runs first)",
+                  (unsigned long long)S.oc[t].id, S.oc[t].order, S.oc_cur_order);
+    S.oc_cur = S.oc[t].id;
+    S.res->completions++;
+    S.oc_cur_order = S.oc[t].order;
+    unsigned k = (unsigned)(S.oc[t].id >> UG_ID_SEQ_SHIFT) & (OCSEQ - 1);
+    if (S.ocseq[k].id == S.oc[t].id) S.ocseq[k].ran++;
+    if (S.oc[t].req < 0) return;
+    sim_req *r = &S.reqs[S.oc[t].req];
+    if (req_of((ug_request *)req) != r)
+        violation("request %u: its completion callback cannot read its X-Id", r->id);
+    /* bytes_in counts the whole request, a streamed body's framing and trailers too */
+    uint64_t whole = r->end - r->start;
+    if (info->how == UG_END_ANSWERED && (r->kind != K_SBODY || r->sb_end_answer) &&
+        info->bytes_in != whole)
+        violation("request %u (%s): completion's bytes_in %llu, the request has %llu", r->id,
+                  kind_name[r->kind], (unsigned long long)info->bytes_in,
+                  (unsigned long long)whole);
+}
+
+static void oc_register(ug_request *req, sim_req *r, int order) {
+    if (S.noc >= MAXOC) return;
+    unsigned t = S.noc;
+    int rc = ug_req_on_complete(req, oc_cb, (void *)(uintptr_t)t);
+    if (rc) {
+        violation("ug_req_on_complete: %d", rc);
+        return;
+    }
+    S.noc++;
+    S.oc[t].id = ug_req_id(req);
+    S.oc[t].req = r ? (int32_t)r->id : -1;
+    S.oc[t].order = (uint8_t)order;
+    S.oc[t].ran = 0;
+    unsigned k = (unsigned)(S.oc[t].id >> UG_ID_SEQ_SHIFT) & (OCSEQ - 1);
+    if (S.ocseq[k].id != S.oc[t].id) {
+        S.ocseq[k].id = S.oc[t].id;
+        S.ocseq[k].reg = S.ocseq[k].ran = 0;
+    }
+    S.ocseq[k].reg++;
+}
+
+/* A middleware (1 a, 2 b, 3 /ks/'s) is given the request: in chain order, once each. */
+static sim_req *mw_enter(ug_request *req, int stage, ug_chain_pos next) {
+    sim_req *r = req_of(req);
+    if (next.request_id != ug_req_id(req))
+        violation("middleware %d: its position names request %llx, not %llx", stage,
+                  (unsigned long long)next.request_id, (unsigned long long)ug_req_id(req));
+    if (!r) return NULL;
+    if (r->mw_stage != stage_before(stage, r->kind == K_SBODY))
+        violation("request %u: middleware %d runs after stage %u", r->id, stage, r->mw_stage);
+    r->mw_stage = (uint8_t)stage;
+    return r;
+}
+
+/* Whether middleware stage defers request r (a hash: no draw from the world's PRNG, so that
+ * runs with the middlewares on differ from those without only where one defers). */
+static uint32_t mw_hash(const sim_req *r, int stage) {
+    uint32_t h = (r->id + 1) * 2654435761u ^ S.mw_salt ^ (uint32_t)stage * 0x9e3779b9u;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    return h ^ (h >> 12);
+}
+
+static void mw_pass(ug_request *req, sim_req *r, ug_chain_pos next, int stage) {
+    if (r && r->mw_held) trace("request %u: middleware %d passes it on", r->id, stage);
+    if (r) r->mw_held = 0;
+    int rc = ug_next(req, next);
+    if (rc) violation("middleware %d: ug_next: %d", stage, rc);
+}
+
+static void mw_on_cancel(ug_request *req, ug_cancel_reason why, void *user) {
+    (void)req;
+    sim_req *r = user;
+    S.cancels_seen++;
+    S.res->cancels++;
+    trace("request %u: cancelled while middleware %u holds it, reason %d", r->id, r->mw_held,
+          (int)why);
+    if (!r->mw_held) violation("request %u: a middleware's cancel callback, not held", r->id);
+    if (r->cancelled) violation("request %u: cancel callback fired twice", r->id);
+    if (why == UG_CANCEL_TIMEOUT) {
+        S.timeout_cancels++;
+        if (!S.cfg.handler_timeout_ms) violation("request %u: handler timeout while off", r->id);
+        r->mw_timed_out = 1;
+    } else {
+        S.conns[r->conn].lossy = 1;
+    }
+    if (why == UG_CANCEL_DEADLINE && !S.shutdown_asked && !S.wait_failed && !S.hang)
+        violation("request %u: DEADLINE cancel without a shutdown", r->id);
+    if (why == UG_CANCEL_SERVER_FREE && (S.clean || S.wait_failed))
+        violation("request %u: still live when the run ended (SERVER_FREE)", r->id);
+    if (why == UG_CANCEL_BODY) violation("request %u: a body cancel before its handler", r->id);
+    r->mw_held = 0;
+    r->mw_cancelled = r->cancelled = 1;
+    r->cancel_reason = (uint8_t)why;
+}
+
+static void mw_a_resume(ug_request *req, void *user) {
+    sim_req *r = user;
+    if (r->mw_held != 1 || terminal(r))
+        violation("request %u: middleware a's timer, held %u", r->id, r->mw_held);
+    mw_pass(req, r, r->mw_pos, 1);
+}
+
+/* Middleware a: registers a completion callback; defers 1 in 8 to a timer (ug_req_timer),
+ * then passes the request on. */
+static ug_handler_result mw_a(ug_request *req, ug_chain_pos next, void *user) {
+    (void)user;
+    sim_req *r = mw_enter(req, 1, next);
+    oc_register(req, r, 0);
+    uint32_t h = r ? mw_hash(r, 1) : 1;
+    if ((h & 7) == 0) {
+        r->mw_pos = next;
+        r->mw_held = 1;
+        ug_req_on_cancel(req, mw_on_cancel, r);
+        if (ug_req_timer(req, 1 + (h >> 8) % 60, mw_a_resume, r) == 0) {
+            trace("request %u: middleware a defers", r->id);
+            S.res->mw_defers++;
+            return UG_LATER;
+        }
+    }
+    mw_pass(req, r, next, 1);
+    return UG_DONE;
+}
+
+static void mw_b_resume(ug_server *srv, void *user) {
+    sim_req *r = &S.reqs[(uintptr_t)user];
+    ug_request *req = ug_req_find(srv, r->mw_pos.request_id);
+    if (!req) {
+        if (r->mw_held) violation("request %u: ug_req_find lost it (middleware b)", r->id);
+        return;
+    }
+    if (r->mw_held != 2) violation("request %u: middleware b's post, held %u", r->id, r->mw_held);
+    mw_pass(req, r, r->mw_pos, 2);
+}
+
+/* Middleware b: a completion callback and a response field (X-Mw, on the handler's answer);
+ * defers 1 in 8 to a post (ug_server_post, then ug_req_find); 1 in 16 it calls ug_next a
+ * second time, which must be refused and counted as misuse. */
+static ug_handler_result mw_b(ug_request *req, ug_chain_pos next, void *user) {
+    (void)user;
+    sim_req *r = mw_enter(req, 2, next);
+    oc_register(req, r, 1);
+    uint32_t h = r ? mw_hash(r, 2) : 1;
+    if (r) {
+        int rc = ug_resp_header(req, "X-Mw", "b");
+        if (rc && rc != -ENOMEM) violation("request %u: ug_resp_header: %d", r->id, rc);
+        r->mw_hdr = rc == 0;
+    }
+    if ((h & 7) == 0) {
+        r->mw_pos = next;
+        r->mw_held = 2;
+        ug_req_on_cancel(req, mw_on_cancel, r);
+        if (ug_server_post(S.srv, mw_b_resume, (void *)(uintptr_t)r->id) == 0) {
+            trace("request %u: middleware b defers", r->id);
+            S.res->mw_defers++;
+            return UG_LATER;
+        }
+    }
+    mw_pass(req, r, next, 2);
+    if ((h & 15) == 8) {
+        uint64_t m0 = misuse_now();
+        int rc = ug_next(req, next);
+        uint64_t m = misuse_now() - m0;
+        if ((rc == -EALREADY) != (m == 1) || (rc != -EALREADY && rc != -ESTALE))
+            violation("a second ug_next: %d, misuse counted %llu", rc, (unsigned long long)m);
+        S.misuse_expected += m;
+    }
+    return UG_DONE;
+}
+
+/* /ks/'s own middleware: after the global ones, before the handler. */
+static ug_handler_result mw_route(ug_request *req, ug_chain_pos next, void *user) {
+    (void)user;
+    sim_req *r = mw_enter(req, 3, next);
+    if (r && r->kind != K_SBODY) violation("request %u: /ks/'s middleware runs for it", r->id);
+    mw_pass(req, r, next, 3);
+    return UG_DONE;
 }
 
 static void release_hold(ug_server *srv, void *user) {
@@ -1824,7 +2324,8 @@ static int sim_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, vo
 
 typedef struct presp {
     int status;
-    int close, keepalive, chunked, xreq_set, retry_after, eof_body;
+    int close, keepalive, chunked, xreq_set, retry_after, eof_body, nxmw, xbody_set;
+    char xbody[32];
     long clen;
     uint32_t xreq;
     int ndate, nserver;
@@ -1846,6 +2347,7 @@ static long parse_resp(const char *b, size_t n, int head, presp *p, char *err, s
     } while (0)
     p->status = 0;
     p->close = p->keepalive = p->chunked = p->xreq_set = p->retry_after = p->eof_body = 0;
+    p->nxmw = p->xbody_set = 0;
     p->clen = -1;
     p->ndate = p->nserver = 0;
     p->body.len = 0;
@@ -1910,6 +2412,11 @@ static long parse_resp(const char *b, size_t n, int head, presp *p, char *err, s
             p->xreq = (uint32_t)strtoul(v, NULL, 10);
         } else if (IS("Retry-After")) {
             p->retry_after = 1;
+        } else if (IS("X-Mw")) {
+            p->nxmw++;
+        } else if (IS("X-Body")) {
+            if (p->xbody_set++) BAD("two X-Body");
+            snprintf(p->xbody, sizeof p->xbody, "%.*s", (int)(vl < 31 ? vl : 31), v);
         } else if (IS("Date")) {
             p->ndate++;
         } else if (IS("Server")) {
@@ -1968,11 +2475,11 @@ static size_t dseen_at(const sim_conn *c, size_t pos) {
 
 static int deferred_kind(int k) {
     return k == K_TIMER || k == K_POST || k == K_POST_SELF || k == K_STREAM_LATER ||
-           k == K_FORGET_LATER;
+           k == K_FORGET_LATER || k == K_SBODY;
 }
 
 static int handler_kind(int k) {
-    return k <= K_TWICE;
+    return k <= K_TWICE || k == K_SBODY;
 }
 
 static void check_match(sim_conn *c, sim_req *r, presp *p, size_t pos) {
@@ -2011,6 +2518,19 @@ static void check_match(sim_conn *c, sim_req *r, presp *p, size_t pos) {
             st != 204 && st != 304 && p->clen != (long)r->resp_len)
             violation("conn %d: HEAD request %u: Content-Length %ld, %u expected", ci, r->id,
                       p->clen, r->resp_len);
+        if (r->mw_hdr && p->nxmw != 1)
+            violation("conn %d: request %u: %d X-Mw fields (middleware b set one)", ci, r->id,
+                      p->nxmw);
+        if (r->kind == K_SBODY) {
+            char want[32];
+            snprintf(want, sizeof want, "%u-%08x", r->body_len, r->sb_hash);
+            if (r->sb_end_answer && r->sb_xbody_ok && (!p->xbody_set || strcmp(p->xbody, want)))
+                violation("conn %d: request %u: X-Body %s, %s expected", ci, r->id,
+                          p->xbody_set ? p->xbody : "absent", want);
+            if (r->sb_open_answer && !p->close)
+                violation("conn %d: request %u answered before its body's end: no close", ci,
+                          r->id);
+        }
     } else {
         int ok = 0;
         int disp = r->dispatched;
@@ -2022,8 +2542,11 @@ static void check_match(sim_conn *c, sim_req *r, presp *p, size_t pos) {
             ok = r->kind == K_METHOD;
             break;
         case 503:
-            if (!disp) /* shed: Retry-After, unless memory ran out for it */
-                ok = handler_kind(r->kind) && (p->retry_after || c->lossy);
+            if (r->mw_timed_out) /* held by a middleware */
+                ok = 1;
+            else if (!disp) /* shed: Retry-After, unless memory ran out for it; with global
+                               middlewares every request counts, the core's 404 and 405 too */
+                ok = (handler_kind(r->kind) || S.mw_on) && (p->retry_after || c->lossy);
             else
                 ok = disp && deferred_kind(r->kind) && S.cfg.handler_timeout_ms &&
                      (r->timed_out || !r->has_cb);
@@ -2044,6 +2567,14 @@ static void check_match(sim_conn *c, sim_req *r, presp *p, size_t pos) {
             ok = (r->errs & E431) != 0;
             break;
         case 408:
+            if (disp && r->sb_body_to) { /* a streamed body's gap: not all of it had come */
+                if (dseen_at(c, pos) >= r->end)
+                    violation("conn %d: 408 (body timeout) for request %u, all of whose %zu "
+                              "bytes had arrived",
+                              ci, r->id, r->end - r->start);
+                ok = 1;
+                break;
+            }
             ok = !disp && dseen_at(c, pos) < r->end;
             if (!ok && !disp && (S.o.waive & SIM_WAIVE_408_COMPLETE)) ok = 1;
             if (!ok && !disp) {
@@ -2119,8 +2650,10 @@ static void check_conn(sim_conn *c) {
             }
         }
         if (p.status / 100 == 1) {
-            if (!lenient && (p.status != 100 || !r || !r->expect || conts++))
-                violation("conn %d: unexpected %d", ci, p.status);
+            /* A streamed body's client is told to send it only once it is read. */
+            if (!lenient && (p.status != 100 || !r || !r->expect || conts++ ||
+                             (r->kind == K_SBODY && !r->sb_read_ok)))
+                violation("conn %d: unexpected %d (request %u)", ci, p.status, r ? r->id : 0);
             pos += (size_t)n;
             continue;
         }
@@ -2129,6 +2662,8 @@ static void check_conn(sim_conn *c) {
             break;
         }
         if (!lenient) check_match(c, r, &p, pos);
+        if (!lenient && r->kind == K_SBODY && r->expect && r->sb_read_ok && !conts && !c->lossy)
+            violation("conn %d: request %u's body was read without a 100 Continue", ci, r->id);
         r->responded = 1;
         S.res->responses++;
         if (p.status < 600) S.wire_counted++;
@@ -2196,6 +2731,12 @@ static void configure(const uint8_t h[8]) {
     if (h[1] & 2) cfg->gate_settle_ms = 0;
     if (h[1] & 4) cfg->server_name = NULL;
     if (h[3] & 0x10) cfg->max_output_bytes = 8192;
+    S.mw_on = (h[3] >> 5) & 3;
+    S.mw_salt = (uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7];
+    /* /ks/'s limit: streamed bodies up to it must get through the receive buffers in a run */
+    S.sb_limit = cfg->recv_buffer_size >= 4096  ? 100000
+                 : cfg->recv_buffer_size >= 512 ? 20000
+                                                : 2000;
     S.hook_hold = (h[1] & 0x40) != 0;
 }
 
@@ -2206,6 +2747,8 @@ static void on_done(const ug_request *req, const ug_completion *info, void *user
     (void)req;
     (void)user;
     S.ndone++;
+    trace("completion of %llx: how %d, status %u", (unsigned long long)info->request_id,
+          (int)info->how, info->status);
     if (!info->request_id) {
         if (info->how != UG_END_REJECTED && info->how != UG_END_CANCELLED)
             violation("completion without an id: how %d", (int)info->how);
@@ -2216,6 +2759,11 @@ static void on_done(const ug_request *req, const ug_completion *info, void *user
             violation("request %llx completed twice (how %d)", (unsigned long long)info->request_id,
                       (int)info->how);
     if (S.ndone_ids < MAXR) S.done_ids[S.ndone_ids++] = info->request_id;
+    /* the request's own callbacks (ug_req_on_complete) have all run, just before */
+    unsigned k = (unsigned)(info->request_id >> UG_ID_SEQ_SHIFT) & (OCSEQ - 1);
+    if (S.ocseq[k].id == info->request_id && S.ocseq[k].ran != S.ocseq[k].reg)
+        violation("request %llx: the server's hook runs after %u of its %u completion callbacks",
+                  (unsigned long long)info->request_id, S.ocseq[k].ran, S.ocseq[k].reg);
 }
 
 /* A connection is NEW first, CLOSED last, and nothing after. */
@@ -2264,8 +2812,19 @@ static void final_checks(void) {
         sim_req *r = &S.reqs[i];
         if (r->dispatched && r->has_cb && !terminal(r))
             violation("request %u (%s) neither answered nor cancelled", r->id, kind_name[r->kind]);
+        if (r->mw_held)
+            violation("request %u (%s) held by middleware %u, neither passed on nor cancelled",
+                      r->id, kind_name[r->kind], r->mw_held);
     }
+    /* the workload's middlewares misuse nothing but on purpose (a second answer, a second
+     * ug_next), and each of those is counted once */
+    if (st.middleware_misuse != S.misuse_expected)
+        violation("stats: middleware_misuse %llu, %llu caused on purpose",
+                  (unsigned long long)st.middleware_misuse, (unsigned long long)S.misuse_expected);
     if (!S.clean) return;
+    if (st.timeouts_body < S.body_timeouts)
+        violation("stats: timeouts_body %llu < %u body timeout cancels",
+                  (unsigned long long)st.timeouts_body, S.body_timeouts);
     if (ug_server_state(srv) != UG_GATE_CLOSED) violation("the run returned before CLOSED");
     if (srv->listener.fd >= 0) violation("the listener is still open");
     if (S.acc_armed || S.acc_fin) violation("the accept is still armed after the run");
@@ -2350,6 +2909,12 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
         if (ug_route(S.srv, NULL, "/k/", UG_ROUTE_PREFIX, h_main, NULL) ||
             ug_route(S.srv, "GET", "/kg/", UG_ROUTE_PREFIX, h_main, NULL) ||
             ug_route(S.srv, "POST", "/post-only", UG_ROUTE_EXACT, h_main, NULL) ||
+            ug_route(S.srv, "POST", "/ks/", UG_ROUTE_PREFIX | UG_ROUTE_STREAM_BODY, h_sbody,
+                     NULL) ||
+            ug_route_body_limit(S.srv, "POST", "/ks/", S.sb_limit) ||
+            ((S.mw_on & 1) && ug_use(S.srv, "sim-a", mw_a, NULL)) ||
+            ((S.mw_on & 2) && ug_use(S.srv, "sim-b", mw_b, NULL)) ||
+            (S.mw_on && ug_route_use(S.srv, "POST", "/ks/", "sim-ks", mw_route, NULL)) ||
             ug_server_on_shutdown(S.srv, on_shutdown, NULL) ||
             ug_server_on_complete(S.srv, on_done, NULL) ||
             ug_server_on_conn_state(S.srv, on_conn_state, NULL))
@@ -2378,6 +2943,11 @@ unsigned sim_run(const uint8_t *script, size_t len, const sim_opts *opts, sim_re
         S.freeing = 1;
         ug_server_free(S.srv);
         S.freeing = 0;
+        /* however the run ended: ug_server_free runs the callbacks of requests still live */
+        for (unsigned t = 0; t < S.noc; t++)
+            if (S.oc[t].ran != 1)
+                violation("request %llx: its completion callback %u ran %u times",
+                          (unsigned long long)S.oc[t].id, S.oc[t].order, S.oc[t].ran);
         for (unsigned i = 0; i < S.nconns; i++) { /* whatever the run's end, free closes all */
             sim_conn *c = &S.conns[i];
             if (c->fd >= 0 && !c->closed && (c->backlog ? ino_of(c->fd) == c->ino : fd_open(c->fd)))

@@ -22,6 +22,11 @@
  * matching what the handler was asked to send, none without a request, nothing after
  * Connection: close, none lost on a connection that ended normally); the handler side (every
  * request dispatched once, with the bytes the client sent; answered or cancelled exactly once);
+ * streamed bodies (POST /ks/, UG_ROUTE_STREAM_BODY: every byte handed out once, in order, none
+ * while paused, the trailers, 413 past the route's limit, 100 Continue only when read, close
+ * after an answer before the body's end, the body or handler timeout as the state says); the
+ * middlewares (run in order, once each; completion callbacks run once each, innermost first,
+ * before the server's hooks; middleware_misuse counts only the misuse done on purpose);
  * after the run the stats add up, no fd or buffer is left, accepted_after_close is 0.
  */
 #ifndef UG_SIM_BACKEND_H
@@ -56,6 +61,9 @@ typedef struct sim_result {
     int run_rc;      /* ug_server_run's result */
     unsigned steps, conns, requests, dispatched, responses, cancels, alloc_failures,
         submit_failures;
+    /* streamed bodies: requests dispatched, read to their end, pieces, pauses; middleware
+     * deferrals, completion callbacks run */
+    unsigned sbodies, sbody_ends, pieces, pauses, mw_defers, completions;
 } sim_result;
 
 void sim_opts_init(sim_opts *o);
@@ -72,7 +80,9 @@ void sim_script_seed(uint64_t seed, uint8_t *out, size_t len);
  *       [5:4] linger (1000, 50, 5000, 0), [6] a shutdown hook takes a hold, [7] fail an
  *       allocation of server creation (the h2-th)
  *   h2: allocation failure rate ([3:0], 0-7: none), h3: submission failure rate (same),
- *       h3 [4]: max_output_bytes 8 KiB
+ *       h3 [4]: max_output_bytes 8 KiB, [5] global middleware a (defers 1 in 8 requests to
+ *       a timer), [6] global middleware b (a response field, defers 1 in 8 to a post, a
+ *       second ug_next now and then); with either, /ks/ has a route middleware too
  *   h4..h7: seed of the world's own PRNG
  * Then steps, one per wait(): a step byte s, then 1 + (s & 3) events (none if s >> 5 == 7);
  * (s >> 2) & 7 picks the time that passes first (0-3 none, 4: 1 ms, 5: < 100 ms, 6: < 3 s,

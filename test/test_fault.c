@@ -76,6 +76,7 @@ static unsigned run_seed(uint64_t seed, int faults, unsigned waive, int trace, s
 static void sweep(uint64_t first, unsigned n, int faults, const char *what) {
     cur_what = what;
     unsigned failed = 0, conns = 0, reqs = 0, resps = 0, cancels = 0, afail = 0, sfail = 0;
+    unsigned sb = 0, sb_end = 0, pieces = 0, pauses = 0, defers = 0, compl = 0;
     for (uint64_t seed = first; seed < first + n; seed++) {
         sim_result res;
         if (run_seed(seed, faults, WAIVE_PENDING, 0, &res)) {
@@ -89,11 +90,21 @@ static void sweep(uint64_t first, unsigned n, int faults, const char *what) {
         cancels += res.cancels;
         afail += res.alloc_failures;
         sfail += res.submit_failures;
+        sb += res.sbodies;
+        sb_end += res.sbody_ends;
+        pieces += res.pieces;
+        pauses += res.pauses;
+        defers += res.mw_defers;
+        compl += res.completions;
     }
     fprintf(stderr,
             "\n%s: %u seeds, %u connections, %u requests, %u responses, %u cancels, %u failed "
             "allocations, %u refused submissions: %u seed(s) failed\n",
             what, n, conns, reqs, resps, cancels, afail, sfail, failed);
+    fprintf(stderr,
+            "%s: %u streamed bodies (%u read to the end, %u pieces, %u pauses), %u middleware "
+            "deferrals, %u completion callbacks\n",
+            what, sb, sb_end, pieces, pauses, defers, compl );
     CU_ASSERT_EQUAL(failed, 0);
 }
 
@@ -151,8 +162,17 @@ static void req(script *s, int conn, int r0, int r1, int r2) {
     put(s, r2);
 }
 
-/* Kinds (r0 & 15) of sim_backend.c's table; r0 >> 4: 1 HEAD, 2 POST, 8 HTTP/1.0, 12 close. */
-enum { R_IMM = 0, R_TIMER = 3, R_POST = 5, R_STREAM = 7, R_FORGET_LATER = 10, R_LIMIT = 15 };
+/* Kinds (r0 & 15) of sim_backend.c's table; r0 >> 4: 1 HEAD, 2 POST, 8 HTTP/1.0, 12 close.
+ * R_SBODY is a streamed body with r2 >> 6 == 3 (else an immediate answer). */
+enum {
+    R_IMM = 0,
+    R_SBODY = 0x22,
+    R_TIMER = 3,
+    R_POST = 5,
+    R_STREAM = 7,
+    R_FORGET_LATER = 10,
+    R_LIMIT = 15
+};
 
 static int case_trace;
 
@@ -364,6 +384,28 @@ static void test_paused_enobufs(void) {
     expect_clean(&s, "paused recv ends with ENOBUFS", 0);
 }
 
+/* A streamed body's request answered from a timer in the loop turn whose timeouts find its
+ * body deadline past (the client sent part of the body, then time jumps): the body timeout
+ * took the answered request's head for a new request and refused it with 408, a second
+ * response and a second completion report (fixed: the flush finishes it first). */
+static void test_sbody_answer_at_body_deadline(void) {
+    script s;
+    header(&s, 2, 0, 0, 0); /* tiny timeouts: body 50 ms */
+    s.b[7] = 93;            /* a world seed: the handler answers from a timer, the body is big */
+    step(&s, 0, 1);
+    ev(&s, SIM_E_ACCEPT, 1, -1);
+    step(&s, 0, 2);
+    req(&s, 0, R_SBODY, 0x40, 0xc0); /* POST /ks/0, streamed */
+    ev(&s, SIM_E_DATA, 0, 2);        /* its head and 4 KiB of its body */
+    step(&s, 14, 1);                 /* up to 3 s pass: the timer and the body deadline */
+    ev(&s, SIM_E_KERNEL, 0, -1);
+    for (int i = 0; i < 3; i++) {
+        step(&s, 0, 1);
+        ev(&s, SIM_E_SEND, 0, 0);
+    }
+    expect_clean(&s, "streamed body answered at its body deadline", 1);
+}
+
 static int run_file(const char *path, int trace) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -402,12 +444,21 @@ int main(int argc, char **argv) {
     if (argc > 3 && !strcmp(argv[1], "sweep")) { /* sweep FIRST COUNT: more seeds by hand */
         uint64_t first = strtoull(argv[2], NULL, 10);
         unsigned n = (unsigned)strtoul(argv[3], NULL, 10), bad = 0;
+        unsigned sb = 0, sb_end = 0, pieces = 0, pauses = 0, defers = 0, compl = 0;
         for (uint64_t seed = first; seed < first + n; seed++) {
             sim_result res;
             if (run_seed(seed, seed >= 100000, WAIVE_PENDING, 0, &res) && bad++ < 20)
                 printf("seed %llu: %s\n", (unsigned long long)seed, res.first);
+            sb += res.sbodies;
+            sb_end += res.sbody_ends;
+            pieces += res.pieces;
+            pauses += res.pauses;
+            defers += res.mw_defers;
+            compl += res.completions;
         }
-        printf("%u of %u seeds failed\n", bad, n);
+        printf("%u of %u seeds failed; %u streamed bodies (%u read to the end, %u pieces, %u "
+               "pauses), %u middleware deferrals, %u completion callbacks\n",
+               bad, n, sb, sb_end, pieces, pauses, defers, compl );
         return bad ? 1 : 0;
     }
     static const struct {
@@ -423,6 +474,8 @@ int main(int argc, char **argv) {
         {"the handler timeout's 503 drops the handler's fields", test_timeout_503_fields},
         {"clients queued when the gate closes are taken, not reset", test_gate_takes_queue},
         {"a paused recv ending with ENOBUFS is not re-armed", test_paused_enobufs},
+        {"a streamed body answered in its body deadline's turn",
+         test_sbody_answer_at_body_deadline},
     };
     size_t ncases = sizeof cases / sizeof cases[0];
 
