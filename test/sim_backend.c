@@ -152,13 +152,14 @@ typedef struct sim_conn {
     size_t send_len;
     struct iovec send_iov[8];
     unsigned send_iovcnt;
-    int closed;     /* the core closed its fd */
-    int fin;        /* the core shut its write side (or closed) */
-    size_t fin_at;  /* client bytes delivered when that was seen */
-    int shut_rd;    /* the core shut its read side */
-    int eof, reset; /* the client's side */
-    int lossy;      /* something allowed responses to be lost or cut */
-    size_t live_in; /* bytes read into a live request's parked input */
+    int closed;        /* the core closed its fd */
+    int fin;           /* the core shut its write side (or closed) */
+    size_t fin_at;     /* client bytes delivered when that was seen */
+    int shut_rd;       /* the core shut its read side */
+    int eof, reset;    /* the client's side */
+    int lossy;         /* something allowed responses to be lost or cut */
+    size_t live_in;    /* bytes read into a live request's parked input */
+    uint32_t live_req; /* ... that request's id + 1 (each live one has its own bound) */
     int live_reported;
     unsigned idle; /* wind-down steps with nothing to do */
     /* the client's stream */
@@ -807,7 +808,11 @@ static size_t recv_data(sim_conn *c, size_t n, int final) {
         if (lr) {
             /* parked input: 64 KiB, then the recv is cancelled; what one batch carries may
              * still come (posted before the cancel), nothing after. A streamed body goes
-             * through (handed out as it comes) with 256 KiB parked before reading pauses. */
+             * through (handed out as it comes) with 256 KiB parked before reading pauses.
+             * Pipelined requests deferred one after the other (by a middleware) each have
+             * their own bound. */
+            if (c->live_req != lr->id + 1) c->live_in = 0;
+            c->live_req = lr->id + 1;
             c->live_in += chunk;
             size_t bound = (64u << 10) + (size_t)S.nbufs * S.bufsize * 2 + 65536;
             if (lr->kind == K_SBODY) bound += (lr->end - lr->head_end) + (256u << 10);
