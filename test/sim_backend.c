@@ -119,6 +119,7 @@ typedef struct sim_req {
     uint64_t ug_id;
     uint32_t stream_off;
     /* K_SBODY: how its handler reads (enum sb_mode), what it has seen so far */
+    uint8_t sb_streaming, sb_cont; /* SB_STREAM: its answer started; a 100 Continue is due */
     uint8_t sb_mode, sb_pauses, sb_trailers, sb_reading, sb_read_ok, sb_paused, sb_end, sb_body_to,
         sb_open_answer, sb_end_answer, sb_xbody_ok;
     uint32_t sb_got, sb_hash, sb_run_hash, sb_delay;
@@ -998,6 +999,7 @@ enum sb_mode {
     SB_NOREAD,      /* answers in the handler without reading (no 100 Continue) */
     SB_EARLY,       /* answers with the first piece that has bytes (before the end) */
     SB_EARLY_TIMER, /* reads, and answers from a timer whether the body has ended or not */
+    SB_STREAM,      /* streams its answer (ug_resp_start) while it reads, a chunk per piece */
     SB_NMODES
 };
 
@@ -1066,9 +1068,12 @@ static void add_request(sim_conn *c, uint8_t r0, uint8_t r1, uint8_t r2) {
         if (sb_over) r->errs = E413;
         r->sb_mode = (uint8_t)rnd(SB_NMODES + 2); /* the first two twice as often */
         if (r->sb_mode >= SB_NMODES) r->sb_mode -= SB_NMODES;
-        r->sb_pauses = (r->sb_mode == SB_END || r->sb_mode == SB_END_LATER) && rnd(2);
+        r->sb_pauses =
+            (r->sb_mode == SB_END || r->sb_mode == SB_END_LATER || r->sb_mode == SB_STREAM) &&
+            rnd(2);
         r->sb_trailers = r->chunked && rnd(2);
         r->sb_delay = 1 + rnd(40);
+        r->delay_ms = r->sb_delay;
         if (sb_over && !r->chunked) /* refused at its head: the client sends some of it */
             r->body_len = 200;
     }
@@ -1282,7 +1287,7 @@ static void on_cancel(ug_request *req, ug_cancel_reason why, void *user) {
      * the loop turn whose timeouts found the handler's deadline already past. */
     int reading = r->kind == K_SBODY && r->sb_reading && !r->sb_paused && !r->sb_end;
     int body_to = why == UG_CANCEL_TIMEOUT && r->kind == K_SBODY &&
-                  (req->status == 408 || (req->status != 503 && reading));
+                  (r->sb_streaming || req->status == 408 || (req->status != 503 && reading));
     if (body_to && !reading)
         violation("request %u: body timeout for a body not being read (paused %u, end %u)", r->id,
                   r->sb_paused, r->sb_end);
@@ -1549,6 +1554,36 @@ static void sb_resume(ug_request *req, void *user) {
     r->sb_step = S.steps;
 }
 
+/* SB_STREAM: the answer's head now (Connection: close if the body is still coming); its
+ * body follows, a chunk per piece read. Returns 0, or ENOMEM's code. */
+static int sb_stream_start(ug_request *req, sim_req *r) {
+    add_headers(req, r);
+    int rc = ug_resp_start(req, r->status, ctype_of(r));
+    if (rc) {
+        if (rc != -ENOMEM) violation("request %u: ug_resp_start: %d", r->id, rc);
+        return rc;
+    }
+    r->sb_streaming = 1;
+    r->truncated_ok = 1; /* cut if its body fails (413, 408) or the client goes */
+    r->sb_open_answer = !r->sb_end && (r->chunked || r->body_len > 0);
+    return 0;
+}
+
+/* SB_STREAM at the body's end: the rest of the answer, then its end (or from timers). */
+static void sb_stream_finish(ug_request *req, sim_req *r) {
+    for (int i = 0; i < 8 && r->stream_off < r->resp_len; i++)
+        if (stream_piece(req, r)) break;
+    if (r->stream_off == r->resp_len) {
+        int rc = ug_resp_end(req);
+        if (rc == 0) {
+            r->answered = r->sb_end_answer = 1;
+            return;
+        }
+        if (rc != -ENOMEM) violation("request %u: ug_resp_end: %d", r->id, rc);
+    }
+    ug_req_timer(req, r->delay_ms, stream_step, r); /* ENOMEM: ends when the client goes */
+}
+
 static void sb_piece(ug_request *req, const void *data, size_t len, int end, void *user) {
     sim_req *r = user;
     const char *d = data;
@@ -1596,11 +1631,18 @@ static void sb_piece(ug_request *req, const void *data, size_t len, int end, voi
             if (!t.ptr || t.len != 1 || t.ptr[0] != 'v')
                 violation("request %u: trailer X-Other wrong or missing", r->id);
         }
+        if (r->sb_mode == SB_STREAM) {
+            if (r->sb_streaming) sb_stream_finish(req, r);
+            if (!r->sb_streaming && !r->answer_failed && sb_stream_start(req, r) == 0)
+                sb_stream_finish(req, r);
+            return;
+        }
         if (r->sb_mode == SB_END_LATER && ug_req_timer(req, r->sb_delay, sb_timer_answer, r) == 0)
             return;
         if (r->sb_mode != SB_EARLY_TIMER) sb_answer(req, r);
         return;
     }
+    if (r->sb_mode == SB_STREAM && r->sb_streaming && len) stream_piece(req, r);
     if (r->sb_mode == SB_EARLY && len) {
         sb_answer(req, r);
         return;
@@ -1627,6 +1669,12 @@ static ug_handler_result h_sbody(ug_request *req, void *user) {
     r->has_cb = 1;
     oc_register(req, r, 2);
     if (ug_req_body_resume(req) != -EINVAL) violation("request %u: resumed before reading", r->id);
+    /* SB_STREAM: its head before reading (then no 100 Continue), or just after */
+    int start_first = r->sb_mode == SB_STREAM && (r->sb_delay & 2);
+    if (start_first && sb_stream_start(req, r)) {
+        r->gave_up = 1;
+        return UG_DONE;
+    }
     if (r->sb_mode == SB_NOREAD) {
         sb_answer(req, r);
         if (!r->answered) r->gave_up = 1;
@@ -1636,13 +1684,21 @@ static ug_handler_result h_sbody(ug_request *req, void *user) {
     int rc = ug_req_read_body(req, sb_piece, r);
     S.sb_in_call = 0;
     if (rc) { /* -ENOMEM (its 100 Continue): answer without reading */
-        if (rc != -ENOMEM) violation("request %u: ug_req_read_body: %d", r->id, rc);
+        if (rc != -ENOMEM || r->sb_streaming)
+            violation("request %u: ug_req_read_body: %d", r->id, rc);
+        if (r->sb_streaming) { /* (not reached: no 100 Continue after a response's head) */
+            r->gave_up = 1;
+            return UG_DONE;
+        }
         sb_answer(req, r);
         if (!r->answered) r->gave_up = 1;
         return UG_DONE;
     }
     r->sb_reading = r->sb_read_ok = 1;
+    r->sb_cont = r->expect && !r->sb_streaming; /* ugate.h: never after a response's head */
     r->sb_step = S.steps;
+    if (r->sb_mode == SB_STREAM && !r->sb_streaming && sb_stream_start(req, r))
+        r->answer_failed = 1; /* ENOMEM: no answer; the handler timeout or the client ends it */
     if (ug_req_read_body(req, sb_piece, r) != -EALREADY)
         violation("request %u: a second ug_req_read_body accepted", r->id);
     if (r->sb_mode == SB_EARLY_TIMER && ug_req_timer(req, r->sb_delay, sb_timer_answer, r))
@@ -2657,7 +2713,7 @@ static void check_conn(sim_conn *c) {
         if (p.status / 100 == 1) {
             /* A streamed body's client is told to send it only once it is read. */
             if (!lenient && (p.status != 100 || !r || !r->expect || conts++ ||
-                             (r->kind == K_SBODY && !r->sb_read_ok)))
+                             (r->kind == K_SBODY && !r->sb_cont)))
                 violation("conn %d: unexpected %d (request %u)", ci, p.status, r ? r->id : 0);
             pos += (size_t)n;
             continue;
@@ -2667,7 +2723,7 @@ static void check_conn(sim_conn *c) {
             break;
         }
         if (!lenient) check_match(c, r, &p, pos);
-        if (!lenient && r->kind == K_SBODY && r->expect && r->sb_read_ok && !conts && !c->lossy)
+        if (!lenient && r->kind == K_SBODY && r->sb_cont && !conts && !c->lossy)
             violation("conn %d: request %u's body was read without a 100 Continue", ci, r->id);
         r->responded = 1;
         S.res->responses++;
@@ -2683,7 +2739,8 @@ static void check_conn(sim_conn *c) {
         sim_req *r = &S.reqs[c->rq[ri]];
         if (r->kind == K_RAW || c->delivered < r->end) break; /* not all sent: none owed */
         if (c->fin && r->start >= c->fin_at) break;           /* raced our FIN */
-        if (r->cancelled && r->cancel_reason != UG_CANCEL_TIMEOUT) break;
+        /* a timeout is answered (503, 408), unless a response had started (it is cut) */
+        if (r->cancelled && (r->cancel_reason != UG_CANCEL_TIMEOUT || r->sb_streaming)) break;
         if (r->dispatched && deferred_kind(r->kind) && !r->has_cb && !r->answered) break;
         violation("conn %d: request %u (%s) arrived and was never answered", ci, r->id,
                   kind_name[r->kind]);
