@@ -1286,21 +1286,29 @@ static void on_cancel(ug_request *req, ug_cancel_reason why, void *user) {
      * just queued (unless that failed). One race is allowed: reading began (or resumed) in
      * the loop turn whose timeouts found the handler's deadline already past. */
     int reading = r->kind == K_SBODY && r->sb_reading && !r->sb_paused && !r->sb_end;
-    int body_to = why == UG_CANCEL_TIMEOUT && r->kind == K_SBODY &&
-                  (r->sb_streaming || req->status == 408 || (req->status != 503 && reading));
+    /* (a response already started: only the body timeout applies) */
+    int body_to =
+        why == UG_CANCEL_TIMEOUT && r->kind == K_SBODY && (r->sb_streaming || req->status == 408);
+    int handler_to =
+        why == UG_CANCEL_TIMEOUT && !body_to && (r->kind != K_SBODY || req->status == 503);
     if (body_to && !reading)
         violation("request %u: body timeout for a body not being read (paused %u, end %u)", r->id,
                   r->sb_paused, r->sb_end);
-    if (why == UG_CANCEL_TIMEOUT && !body_to && reading && r->sb_step != S.steps)
+    if (handler_to && reading && r->sb_step != S.steps)
         violation("request %u: handler timeout while its body is being read", r->id);
     if (body_to) {
         S.body_timeouts++;
         if (!S.cfg.body_timeout_ms) violation("request %u: body timeout while off", r->id);
         r->sb_body_to = 1;
-    } else if (why == UG_CANCEL_TIMEOUT) {
+    } else if (handler_to) {
         S.timeout_cancels++;
         if (!S.cfg.handler_timeout_ms) violation("request %u: handler timeout while off", r->id);
         r->timed_out = 1;
+    } else if (why == UG_CANCEL_TIMEOUT) {
+        /* a streamed body's request whose 408 or 503 could not be queued (out of memory):
+         * which timeout it was is not known, and the connection fails */
+        r->timed_out = 1;
+        S.conns[r->conn].lossy = 1;
     } else if (why == UG_CANCEL_BODY) {
         /* 413 mid-body: only a chunked body over /ks/'s limit is refused (no framing errors
          * are generated) */
