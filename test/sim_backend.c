@@ -1867,7 +1867,8 @@ static void mw_b_resume(ug_server *srv, void *user) {
 
 /* Middleware b: a completion callback and a response field (X-Mw, on the handler's answer);
  * defers 1 in 8 to a post (ug_server_post, then ug_req_find); 1 in 16 it calls ug_next a
- * second time, which must be refused and counted as misuse. */
+ * second time, and 1 in 16 it answers after passing the request on: both must be refused
+ * and counted as misuse. */
 static ug_handler_result mw_b(ug_request *req, ug_chain_pos next, void *user) {
     (void)user;
     sim_req *r = mw_enter(req, 2, next);
@@ -1895,6 +1896,16 @@ static ug_handler_result mw_b(ug_request *req, ug_chain_pos next, void *user) {
         uint64_t m = misuse_now() - m0;
         if ((rc == -EALREADY) != (m == 1) || (rc != -EALREADY && rc != -ESTALE))
             violation("a second ug_next: %d, misuse counted %llu", rc, (unsigned long long)m);
+        S.misuse_expected += m;
+    } else if ((h & 15) == 9) {
+        /* an answer from inside its call after passing the request on: refused, and misuse
+         * (also when the request ended meanwhile, cancelled for want of memory say) */
+        uint64_t m0 = misuse_now();
+        int rc = ug_resp_send(req, 200, NULL, "mw", 2);
+        uint64_t m = misuse_now() - m0;
+        if (rc == 0 || m != 1)
+            violation("request %u: middleware b's answer after ug_next: %d, misuse counted %llu",
+                      r->id, rc, (unsigned long long)m);
         S.misuse_expected += m;
     }
     return UG_DONE;
