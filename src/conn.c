@@ -475,7 +475,7 @@ void ug__conn_accepted(ug__loop *lp, int fd) {
         try_finalize(lp, c);
         return;
     }
-    ug__sock_set_nodelay(fd);
+    if (!lp->srv->listener.nodelay) ug__sock_set_nodelay(fd);
     if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING) c->flags |= UG_CF_DRAIN;
     if (arm_recv(lp, c)) {
         conn_failed(lp, c);

@@ -326,6 +326,7 @@ typedef struct ug__listener {
     uint16_t port;
     uint8_t state;         /* ug__listener_state, loop 0's */
     uint8_t cancel_retry;  /* the accept's cancel could not be submitted: try again */
+    uint8_t nodelay;       /* TCP_NODELAY is set on it: accepted sockets inherit it */
     _Atomic int closed;    /* set once CLOSED: the other loops may end */
     _Atomic int paused;    /* at max_conns: loops that close connections wake loop 0 */
     uint32_t next_loop;    /* round-robin start for the hand-off */
