@@ -3,6 +3,7 @@
 #include "testserver.h"
 #include "testutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -46,6 +47,42 @@ static void test_keepalive(void) {
     tu_forget(fd);
     close(fd);
     ts_stop(&sc);
+}
+
+static int open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int n = 0;
+    while (readdir(d)) n++;
+    closedir(d);
+    return n;
+}
+
+/* Every descriptor the server took is closed by the time ug_server_free returns: those of
+ * connections closed politely, closed by the client, closed by the server (the io_uring
+ * backend queues closes on its ring), and the server's own. */
+static void test_no_fd_left(void) {
+    int before = open_fds();
+    srv_ctx sc;
+    ts_start(&sc, NULL);
+    char body[64];
+    static const char close_req[] = "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    for (int i = 0; i < 200; i++) {
+        int fd = tu_connect(sc.port);
+        CU_ASSERT_FATAL(fd >= 0);
+        if (i % 2) {
+            CU_ASSERT_EQUAL(tu_send_all(fd, close_req, sizeof close_req - 1), 0);
+            CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, NULL), 200);
+            CU_ASSERT_EQUAL(tu_wait_eof(fd, 2000), 1);
+        } else {
+            CU_ASSERT_EQUAL(tu_send_all(fd, GET_ROOT, sizeof GET_ROOT - 1), 0);
+            CU_ASSERT_EQUAL(tu_read_response(fd, body, sizeof body, NULL), 200);
+        }
+        tu_forget(fd);
+        close(fd);
+    }
+    ts_stop(&sc);
+    CU_ASSERT_EQUAL(open_fds(), before);
 }
 
 static void test_pipeline_100(void) {
@@ -333,6 +370,7 @@ static void register_suites(void) {
     const char *name = g_backend == UG_BACKEND_URING ? "e2e-uring" : "e2e-epoll";
     CU_pSuite s = CU_add_suite(name, NULL, NULL);
     CU_add_test(s, "keep-alive", test_keepalive);
+    CU_add_test(s, "no descriptor left after the server is freed", test_no_fd_left);
     CU_add_test(s, "100 pipelined in order", test_pipeline_100);
     CU_add_test(s, "1000 concurrent connections", test_concurrent_1000);
     CU_add_test(s, "bad inputs, others unaffected", test_bad_inputs);
