@@ -90,7 +90,10 @@ static int enable_ring(ug__backend *b) {
     /* Debian's liburing 2.3 declares io_uring_enable_rings() but does not export it. */
     int r = io_uring_register((unsigned)b->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
     if (r < 0) return r;
-    (void)io_uring_register_ring_fd(&b->ring); /* optional: best effort */
+    /* Optional (best effort); UGATE_URING_NO_REG_RING=1 leaves it out, for measuring it
+     * (tools/bench --lever reg-ring). */
+    const char *no = getenv("UGATE_URING_NO_REG_RING");
+    if (!(no && no[0] == '1')) (void)io_uring_register_ring_fd(&b->ring);
     b->enabled = true;
     return 0;
 }
