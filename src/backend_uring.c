@@ -37,7 +37,6 @@
 #define UD_WAKE (UD_INTERNAL | 1)      /* read on the wake eventfd */
 #define UD_CANCEL (UD_INTERNAL | 2)    /* ASYNC_CANCEL issued by cancel() */
 #define UD_TIMER_DEL (UD_INTERNAL | 3) /* TIMEOUT_REMOVE issued by timer_cancel() */
-#define UD_CLOSE (UD_INTERNAL | 4)     /* CLOSE issued by close() */
 
 #define BGID 0          /* the one provided-buffer group */
 #define MAX_BUFS 32768u /* the kernel wants a power of two below 65536 entries */
@@ -67,10 +66,6 @@ struct ug__backend {
     bool wake_armed;  /* the eventfd read is queued or in flight */
     int efd;          /* wake eventfd; io_uring poll-arms the read (no io-wq worker) */
     uint64_t efd_val; /* target of the armed eventfd read */
-    /* Closes go through the ring (batched into the next enter) instead of a system call
-     * each; UGATE_URING_SYNC_CLOSE=1 makes them system calls again, for measuring what this
-     * saves (tools/bench --lever sync-close). */
-    bool sync_close;
 };
 
 /* Publish the buffers recv_release() put back: one release store per batch. Called before
@@ -222,8 +217,6 @@ static int uring_create(ug__backend **out, const ug__backend_params *p) {
     b->efd = -1;
     b->nbufs = nbufs;
     b->buf_size = bsz;
-    const char *sync = getenv("UGATE_URING_SYNC_CLOSE"); /* a lever's off switch (see above) */
-    b->sync_close = sync && sync[0] == '1';
     int r = setup_ring(b, entries);
     if (r < 0) {
         free(b);
@@ -426,27 +419,18 @@ static void uring_wake(ug__backend *b) {
     (void)w;
 }
 
-/* shutdown(2) stays a system call: the kernel runs IORING_OP_SHUTDOWN only from an io-wq
- * worker (it refuses the non-blocking issue), and a thread hop per closing connection cost
- * more than the system call it saves (measured: conn/request CPU per request 1.9x). */
+/* shutdown(2) and close(2) stay system calls. Through the ring, IORING_OP_SHUTDOWN runs only
+ * on an io-wq worker (the kernel refuses its non-blocking issue), which cost 1.9x the CPU per
+ * request on conn/request; IORING_OP_CLOSE saved its system call but no CPU that could be
+ * measured (docs/bench/levers.md). */
 static int uring_shutdown(ug__backend *b, int fd, int how) {
     (void)b;
     return shutdown(fd, how) < 0 ? -errno : 0;
 }
 
-/* A close is queued as an SQE whose result nobody waits for (a socket's close runs inline at
- * submission, batched into the next enter): the core has seen the last completion of every
- * operation on fd before it closes it, so nothing can overtake it. With no SQE free (the SQ
- * full), or switched off, it is the system call, at once. */
 static int uring_close(ug__backend *b, int fd) {
-    struct io_uring_sqe *s = b->sync_close ? NULL : get_sqe(b);
-    if (UNLIKELY(!s)) return close(fd) < 0 ? -errno : 0;
-    /* The descriptor number is free again only once the kernel has run this, so no accept
-     * can hand it out while an SQE still names it. */
-    io_uring_prep_close(s, fd);
-    io_uring_sqe_set_data64(s, UD_CLOSE);
-    s->flags |= b->skip_ok;
-    return 0;
+    (void)b;
+    return close(fd) < 0 ? -errno : 0;
 }
 
 const ug__backend_ops ug__backend_uring = {

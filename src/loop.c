@@ -262,12 +262,6 @@ static void on_completion(void *arg, const ug__completion *cq) {
 
 _Thread_local const ug_server *ug__loop_thread_server;
 
-/* A completion after the loop's end belongs to nothing: only its buffer goes back. */
-static void drop_completion(void *arg, const ug__completion *cq) {
-    ug__loop *lp = arg;
-    if (cq->flags & UG__CF_BUFFER) lp->be_ops->recv_release(lp->be, cq->buf_id);
-}
-
 int ug__loop_run(ug__loop *lp) {
     int rc = 0;
     ug__loop_thread_server = lp->srv;
@@ -314,10 +308,6 @@ int ug__loop_run(ug__loop *lp) {
     while (!run_posts(lp, 1)) { /* a failed loop still runs what was posted to it */
     }
     if (lp->deadline_armed) lp->be_ops->timer_cancel(lp->be, UG_UD(UG_OP_DEADLINE, 0, 0));
-    /* What the last turn queued (the io_uring backend queues closes as SQEs) is submitted
-     * now, from the loop's own thread: the backend is destroyed from another one, which may
-     * not submit (SINGLE_ISSUER), and the descriptors would leak. */
-    if (rc == 0) (void)lp->be_ops->wait(lp->be, 0, drop_completion, lp); /* failed: not again */
     ug__loop_thread_server = NULL;
     return rc;
 }
