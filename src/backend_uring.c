@@ -243,7 +243,6 @@ fail:
 
 static void uring_destroy(ug__backend *b) {
     if (!b) return;
-
     if (b->br_registered) (void)io_uring_unregister_buf_ring(&b->ring, BGID);
     /* Closing the ring cancels whatever is still armed; the kernel keeps its pins on the
      * buffer ring pages until then, so freeing our mappings afterwards is safe. */

@@ -326,7 +326,8 @@ typedef struct ug__listener {
     uint16_t port;
     uint8_t state;         /* ug__listener_state, loop 0's */
     uint8_t cancel_retry;  /* the accept's cancel could not be submitted: try again */
-    uint8_t nodelay;       /* TCP_NODELAY is set on it: accepted sockets inherit it */
+    uint8_t nodelay;       /* our own, with TCP_NODELAY set before listen(): accepted sockets
+                              inherit it (an adopted one's connections get it one by one) */
     _Atomic int closed;    /* set once CLOSED: the other loops may end */
     _Atomic int paused;    /* at max_conns: loops that close connections wake loop 0 */
     uint32_t next_loop;    /* round-robin start for the hand-off */

@@ -222,14 +222,16 @@ int ug__listener_open(ug_server *srv) {
         if (rc < 0) return rc;
         if (ug__sock_port(cfg->listen_fd, &l->port) < 0) l->port = 0;
         l->fd = cfg->listen_fd;
+        /* An adopted socket's options are not ours to trust (or change): connections queued
+         * before now, a predecessor's setting, another holder's later one. Each accepted
+         * connection gets TCP_NODELAY itself. */
+        l->nodelay = 0;
     } else {
         int fd = ug__listen(cfg->host, cfg->port, cfg->backlog, &l->port);
         if (fd < 0) return fd;
         l->fd = fd;
+        l->nodelay = 1; /* set before listen(): inherited by every connection (sock.c) */
     }
-    /* Linux gives an accepted socket the listener's TCP_NODELAY: set once here, it saves a
-     * setsockopt(2) per connection. Where it cannot be set, each connection gets it. */
-    l->nodelay = ug__sock_set_nodelay(l->fd) == 0;
     l->state = UG_LS_IDLE;
     ug__loop *lp0 = srv->loops[0];
     if (ug__timer_init_reserved(&lp0->timers, &l->retry_timer, retry_fired) ||

@@ -32,7 +32,11 @@ int ug__listen(const char *host, uint16_t port, int backlog, uint16_t *bound_por
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
     int one = 1;
+    /* TCP_NODELAY before listen(): Linux copies the listener's options into each connection
+     * as its handshake completes, so every accepted socket has it without a setsockopt(2)
+     * of its own (the listener's nodelay flag says so to conn.c). */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
         bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, backlog) < 0) {
         int err = -errno;
         close(fd);

@@ -59,8 +59,8 @@ static int open_fds(void) {
 }
 
 /* Every descriptor the server took is closed by the time ug_server_free returns: those of
- * connections closed politely, closed by the client, closed by the server (the io_uring
- * backend queues closes on its ring), and the server's own. */
+ * connections closed politely, closed by the client, closed by the server, and the server's
+ * own. */
 static void test_no_fd_left(void) {
     int before = open_fds();
     srv_ctx sc;
