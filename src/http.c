@@ -172,17 +172,20 @@ static uint32_t connection_options(const char *v, uint32_t n) {
     return st;
 }
 
+/* A field value without its leading and trailing spaces and tabs (OWS). */
+static void trim_ows(const char *b, ug__span *v) {
+    while (v->len && (b[v->off] == ' ' || b[v->off] == '\t')) {
+        v->off++;
+        v->len--;
+    }
+    while (v->len && (b[v->off + v->len - 1] == ' ' || b[v->off + v->len - 1] == '\t')) v->len--;
+}
+
 /* A header's value is complete: trim it and note the headers we act on. */
 static void finish_header(struct ctx *c, ug__http_header *h) {
     ug__http_req *r = c->r;
     const char *b = c->base;
-    while (h->value.len && (b[h->value.off] == ' ' || b[h->value.off] == '\t')) {
-        h->value.off++;
-        h->value.len--;
-    }
-    while (h->value.len && (b[h->value.off + h->value.len - 1] == ' ' ||
-                            b[h->value.off + h->value.len - 1] == '\t'))
-        h->value.len--;
+    trim_ows(b, &h->value);
     const char *name = b + h->name.off, *val = b + h->value.off;
     if (ieq(name, h->name.len, LIT("expect"))) {
         if (ieq(val, h->value.len, LIT("100-continue"))) r->flags_ |= ST_EXPECT_100;
@@ -721,10 +724,9 @@ static int add_trailer(ug__http_req *r, const char *base, uint32_t lf) {
     const char *colon = memchr(line, ':', lf - 1 - r->consumed);
     assert(colon);
     h->name = (ug__span){r->consumed, (uint32_t)(colon - line)};
-    uint32_t v = (uint32_t)(colon + 1 - base), e = lf - 1;
-    while (v < e && (base[v] == ' ' || base[v] == '\t')) v++;
-    while (e > v && (base[e - 1] == ' ' || base[e - 1] == '\t')) e--;
-    h->value = (ug__span){v, e - v};
+    uint32_t v = (uint32_t)(colon + 1 - base);
+    h->value = (ug__span){v, lf - 1 - v};
+    trim_ows(base, &h->value);
     return 0;
 }
 
