@@ -267,7 +267,7 @@ static void settle(ug__loop *lp, ug__conn *c) {
     if (ctx && ug__request_live(ctx)) {
         /* Waiting for the handler; a stream in progress is bounded by the write timeout; a
          * streamed body being read, by the body timeout between its pieces. */
-        if (ctx->body == UG_BODY_READING && !ctx->body_paused) {
+        if (stream_reading(ctx)) {
             ug__tq_set(lp, c, UG_TQ_BODY);
             ug__conn_view(lp, c, UG_VIEW_READING);
             return;
@@ -323,8 +323,6 @@ static void rejected(ug__loop *lp, ug__conn *c, int status) {
     ug__request_done(lp, ctx, UG_END_CANCELLED, UG_CANCEL_SERVER_ERROR);
 }
 
-/* Parse and dispatch every complete request in the buffer, in order, until one is deferred
- * or the input runs out. Responses accumulate in the output buffer. */
 /* The head is in: route it, and give the body its limit (the route's), and a streamed
  * route its request now. UG_HTTP_HEADERS_DONE, or the parser's verdict on the body
  * (UG_HTTP_ERROR). */
@@ -354,6 +352,8 @@ static int head_done(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
     return UG_HTTP_HEADERS_DONE;
 }
 
+/* Parse and dispatch every complete request in the buffer, in order, until one is deferred
+ * or the input runs out. Responses accumulate in the output buffer. */
 static void process(ug__loop *lp, ug__conn *c) {
     struct ug_request *ctx = c->ctx;
     for (;;) {

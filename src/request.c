@@ -234,7 +234,6 @@ void ug__request_dispatch(ug__loop *lp, ug__conn *c, struct ug_request *ctx) {
     }
 }
 
-/* The answered request's bytes are consumed; parked input joins the buffer. */
 /* A streamed body's request is answered: what is left of its bytes goes, and the next
  * request's bytes after it wait in 'parked' as any parked input does. Answered before its
  * body's end (the response said close), nothing more is read. */
@@ -242,20 +241,21 @@ static void finish_streamed(struct ug_request *ctx) {
     ctx->in_off += ctx->http.header_bytes;
     if (ug__body_open(ctx)) {
         ug__request_discard_stream(ctx);
-    } else {
-        uint32_t used = ctx->body == UG_BODY_DONE ? ctx->http.consumed : 0;
-        /* Only when there is something to remove: a body that never had a byte parked (a
-         * Content-Length of 0) leaves 'parked' unallocated, and memmove from NULL is
-         * undefined even for 0 bytes (UBSan aborts the sanitized builds on it). */
-        if (used) {
-            memmove(ctx->parked.p, ctx->parked.p + used, ctx->parked.len - used);
-            ctx->parked.len -= used;
-        }
+        return;
+    }
+    uint32_t used = ctx->body == UG_BODY_DONE ? ctx->http.consumed : 0;
+    /* Only when there is something to remove: a body that never had a byte parked (a
+     * Content-Length of 0) leaves 'parked' unallocated, and memmove from NULL is undefined
+     * even for 0 bytes (UBSan aborts the sanitized builds on it). */
+    if (used) {
+        memmove(ctx->parked.p, ctx->parked.p + used, ctx->parked.len - used);
+        ctx->parked.len -= used;
     }
     ctx->body = UG_BODY_BUFFERED;
     ctx->body_fn = NULL;
 }
 
+/* The answered request's bytes are consumed; parked input joins the buffer. */
 void ug__request_finish(ug__loop *lp, struct ug_request *ctx) {
     inflight_done(lp, ctx);
     if (ctx->body != UG_BODY_BUFFERED)
