@@ -34,6 +34,11 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+/* The longest a backend that batches waits (see wait()) holds a completion that is ready,
+ * hoping for more: long enough to gather the requests a busy loop's connections send within
+ * it, short beside a network round trip (docs/io_uring.md, "Batched waits"). */
+#define UG__BATCH_WAIT_US 50u
+
 #define UG__CF_MORE 1u   /* the multishot operation stays armed */
 #define UG__CF_BUFFER 2u /* data/buf_id carry a provided buffer that must be released */
 
@@ -89,8 +94,12 @@ typedef struct ug__backend_ops {
 
     /* Submit what was queued, wait until at least one completion is ready or timeout_ns
      * passes (-1: no limit, 0: don't wait), then deliver every ready completion to cb.
+     * batch (>= 1) is how many completions the core expects soon: a backend that can may
+     * sleep on until that many are ready, but never longer than its batching delay
+     * (UG__BATCH_WAIT_US) once one is (io_uring: the min-wait timeout; epoll ignores it).
      * Returns the number delivered or -errno (-EINTR is not an error: returns 0). */
-    int (*wait)(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, void *ctx);
+    int (*wait)(ug__backend *b, int64_t timeout_ns, uint32_t batch, ug__completion_cb cb,
+                void *ctx);
     /* Make a wait() in progress return soon. Any thread; async-signal-safe. */
     void (*wake)(ug__backend *b);
 

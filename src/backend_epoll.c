@@ -531,7 +531,9 @@ static int do_epoll_wait(ug__backend *b, int64_t timeout_ns) {
     return n;
 }
 
-static int ep_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, void *ctx) {
+static int ep_wait(ug__backend *b, int64_t timeout_ns, uint32_t batch, ug__completion_cb cb,
+                   void *ctx) {
+    (void)batch; /* epoll_wait returns at the first ready event: nothing to batch on */
     int64_t t = timeout_ns;
     if (b->q_len) {
         t = 0;

@@ -7,6 +7,9 @@
  * Hot-path rules:
  * - one io_uring_enter per wait(): SQEs queued by the core (also from inside the completion
  *   callback) are submitted by the next wait(), together with the wait for completions;
+ * - a wait() asked for a batch sleeps until that many completions are ready, or for at most
+ *   UG__BATCH_WAIT_US once one is (the kernel's min-wait timeout, 6.12): fewer wake-ups and
+ *   entries per request on a busy loop;
  * - no malloc per operation: data the kernel reads at submission (the msghdr of a sendmsg,
  *   the timespec of a timeout) lives in a side array indexed like the SQE array. With
  *   IORING_FEAT_SUBMIT_STABLE (every kernel that has multishot recv) the kernel copies that
@@ -27,6 +30,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -42,6 +46,24 @@
 #define MAX_BUFS 32768u /* the kernel wants a power of two below 65536 entries */
 #define MAX_BUF_SIZE (1u << 30)
 #define OVERFLOW_ROUNDS 8 /* reaping rounds per wait() while the CQ has overflowed */
+
+/* Newer than liburing 2.3's headers. */
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
+#endif
+
+/* The kernel's struct io_uring_getevents_arg since 6.12: liburing 2.3 calls min_wait_usec
+ * "pad" and never sets it, so a batched wait enters the kernel itself (enter_batched). */
+typedef struct getevents_arg {
+    uint64_t sigmask;
+    uint32_t sigmask_sz;
+    uint32_t min_wait_usec;
+    uint64_t ts;
+} getevents_arg;
+
+/* A batched wait without a deadline still gives the kernel one: without it the min-wait
+ * timer ends the wait even when nothing completed. An idle loop turns once per this. */
+#define BATCH_IDLE_NS (INT64_C(60) * 1000000000)
 
 /* Submission-time data of one SQE slot (see the comment at the top). */
 typedef union sqe_side {
@@ -62,6 +84,8 @@ struct ug__backend {
     uint32_t br_pending; /* buffers added to the ring but not yet published (tail) */
     uint8_t skip_ok;     /* IOSQE_CQE_SKIP_SUCCESS when the kernel has it, else 0 */
     bool enabled;        /* ring created R_DISABLED: enabled by the owner thread */
+    bool batch_ok;       /* the kernel has the min-wait timeout and batching is not off */
+    bool reg_ring;       /* the ring fd is registered: enter with IORING_ENTER_REGISTERED_RING */
     bool br_registered;
     bool wake_armed;  /* the eventfd read is queued or in flight */
     int efd;          /* wake eventfd; io_uring poll-arms the read (no io-wq worker) */
@@ -88,7 +112,7 @@ static int enable_ring(ug__backend *b) {
     /* Optional (best effort); UGATE_URING_NO_REG_RING=1 leaves it out, for measuring it
      * (tools/bench --lever reg-ring). */
     const char *no = getenv("UGATE_URING_NO_REG_RING");
-    if (!(no && no[0] == '1')) (void)io_uring_register_ring_fd(&b->ring);
+    if (!(no && no[0] == '1')) b->reg_ring = io_uring_register_ring_fd(&b->ring) == 1;
     b->enabled = true;
     return 0;
 }
@@ -167,6 +191,14 @@ static int setup_ring(ug__backend *b, unsigned entries) {
                 return -ENOSYS;
             }
             b->skip_ok = (ip.features & IORING_FEAT_CQE_SKIP) ? IOSQE_CQE_SKIP_SUCCESS : 0;
+            /* UGATE_URING_NO_BATCH_WAIT=1 leaves batched waits out, for measuring them
+             * (tools/bench --lever batch-wait). */
+            const char *no = getenv("UGATE_URING_NO_BATCH_WAIT");
+            b->batch_ok = (ip.features & IORING_FEAT_MIN_TIMEOUT) && !(no && no[0] == '1');
+            /* enter_batched publishes the SQ tail itself, as liburing does, which needs the
+             * SQ array to map slot i to SQE i (liburing 2.3 maps it so; versions that map it
+             * at each submit map it the same way). */
+            for (unsigned k = 0; k < b->ring.sq.ring_entries; k++) b->ring.sq.array[k] = k;
             return 0;
         }
         if (r != -EINVAL) return r; /* -ENOSYS, -EPERM (io_uring_disabled), -ENOMEM... */
@@ -386,7 +418,37 @@ static int reap(ug__backend *b, ug__completion_cb cb, void *ctx) {
 /* Longest sleep while the wake read could not be armed: wakes are then seen this late. */
 #define UNARMED_WAIT_NS 1000000
 
-static int uring_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, void *ctx) {
+/* Submit what is queued and wait for batch completions, or for UG__BATCH_WAIT_US once there
+ * is one, or until timeout_ns (-1: BATCH_IDLE_NS). With DEFER_TASKRUN the kernel does not
+ * even wake the thread before batch completions are pending or the min-wait timer fires. */
+static int enter_batched(ug__backend *b, int64_t timeout_ns, uint32_t batch) {
+    struct io_uring_sq *sq = &b->ring.sq;
+    unsigned tail = sq->sqe_tail;
+    if (sq->sqe_head != tail) {
+        sq->sqe_head = tail;
+        io_uring_smp_store_release(sq->ktail, tail);
+    }
+    unsigned to_submit = tail - *sq->khead;
+    if (timeout_ns < 0) timeout_ns = BATCH_IDLE_NS;
+    struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
+                                   .tv_nsec = timeout_ns % 1000000000};
+    /* A deadline nearer than the batching delay wins: timers are not made late. */
+    uint64_t min_us = (uint64_t)timeout_ns / 1000;
+    getevents_arg arg = {.min_wait_usec =
+                             min_us < UG__BATCH_WAIT_US ? (uint32_t)min_us : UG__BATCH_WAIT_US,
+                         .ts = (uint64_t)(uintptr_t)&ts};
+    unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+    int fd = b->ring.ring_fd;
+    if (b->reg_ring) {
+        flags |= IORING_ENTER_REGISTERED_RING;
+        fd = b->ring.enter_ring_fd;
+    }
+    long r = syscall(__NR_io_uring_enter, fd, to_submit, batch, flags, &arg, sizeof arg);
+    return r < 0 ? -errno : (int)r;
+}
+
+static int uring_wait(ug__backend *b, int64_t timeout_ns, uint32_t batch, ug__completion_cb cb,
+                      void *ctx) {
     int r = before_enter(b);
     if (UNLIKELY(r < 0)) return r;
     if (UNLIKELY(!b->wake_armed) && (timeout_ns < 0 || timeout_ns > UNARMED_WAIT_NS))
@@ -395,6 +457,8 @@ static int uring_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, 
         /* Enter even with nothing to submit: with DEFER_TASKRUN, completions are only
          * produced inside io_uring_enter(GETEVENTS). */
         r = io_uring_submit_and_get_events(&b->ring);
+    } else if (batch > 1 && b->batch_ok) {
+        r = enter_batched(b, timeout_ns, batch);
     } else if (timeout_ns < 0) {
         r = io_uring_submit_and_wait(&b->ring, 1);
     } else {

@@ -483,8 +483,10 @@ static void deliver(item *it, ug__completion_cb cb, void *ctx) {
     cb(ctx, &c);
 }
 
-static int m_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, void *ctx) {
+static int m_wait(ug__backend *b, int64_t timeout_ns, uint32_t want, ug__completion_cb cb,
+                  void *ctx) {
     (void)b;
+    (void)want;
     pthread_mutex_lock(&m.mu);
     if (!m.have_owner) {
         m.have_owner = 1;

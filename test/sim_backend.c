@@ -704,7 +704,8 @@ static void sim_wake(ug__backend *b) {
     S.woken = 1;
 }
 
-static int sim_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, void *ctx);
+static int sim_wait(ug__backend *b, int64_t timeout_ns, uint32_t batch, ug__completion_cb cb,
+                    void *ctx);
 
 /* Real descriptors: observe() notices what the core closed or shut down. */
 static int sim_shutdown(ug__backend *b, int fd, int how) {
@@ -2346,8 +2347,10 @@ static void deliver(ug__completion_cb cb, void *ctx) {
     for (unsigned i = 0; i < S.nconns; i++) S.conns[i].dseen = S.conns[i].delivered;
 }
 
-static int sim_wait(ug__backend *b, int64_t timeout_ns, ug__completion_cb cb, void *ctx) {
+static int sim_wait(ug__backend *b, int64_t timeout_ns, uint32_t batch, ug__completion_cb cb,
+                    void *ctx) {
     (void)b;
+    (void)batch;
     S.steps++;
     if (S.faults_now && S.fail_next[SK_WAIT]) { /* the loop fails: ug_server_run must end */
         S.fail_next[SK_WAIT] = 0;

@@ -68,7 +68,7 @@ static void collect(void *ctx, const ug__completion *c) {
 }
 
 static int wait_once(ug__backend *b, int64_t timeout_ns) {
-    int r = OPS->wait(b, timeout_ns, collect, b);
+    int r = OPS->wait(b, timeout_ns, 1, collect, b);
     CU_ASSERT(r >= 0);
     return r;
 }
@@ -641,7 +641,7 @@ static void test_wake_thread(void) {
     pthread_t th;
     CU_ASSERT_FATAL(pthread_create(&th, NULL, waker, b) == 0);
     uint64_t t0 = now_ns();
-    int r = OPS->wait(b, -1, collect, b);
+    int r = OPS->wait(b, -1, 1, collect, b);
     uint64_t el = now_ns() - t0;
     pthread_join(th, NULL);
     CU_ASSERT_EQUAL(r, 0);
@@ -653,7 +653,7 @@ same_thread:
     OPS->wake(b);
     OPS->wake(b);
     t0 = now_ns();
-    r = OPS->wait(b, -1, collect, b);
+    r = OPS->wait(b, -1, 1, collect, b);
     CU_ASSERT_EQUAL(r, 0);
     CU_ASSERT(now_ns() - t0 < 1000 * MS);
     CU_ASSERT_EQUAL(OPS->timer_cancel(b, UD_TIMER), 0);
@@ -681,6 +681,62 @@ static long kernel_nofile(void) {
 }
 
 /* EMFILE ends the multishot accept; the connection that hit it stays queued. */
+/* A wait asked for a batch still returns with fewer completions: at its deadline, within the
+ * batching delay once one is ready, at a wake. A backend that held completions for the batch
+ * would stop a lightly loaded loop. */
+static void test_batch_wait(void) {
+    reset();
+    ug__backend *b = mk(64, 64, 4096);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    wait_once(b, 0);
+    /* no deadline: one timer is what completes */
+    uint64_t t0 = now_ns();
+    CU_ASSERT_EQUAL(OPS->timer(b, t0 + 20 * MS, UD_TIMER), 0);
+    int r = OPS->wait(b, -1, 16, collect, b);
+    uint64_t el = now_ns() - t0;
+    CU_ASSERT_EQUAL(r, 1);
+    CU_ASSERT(final_of(UD_TIMER) != NULL);
+    CU_ASSERT(el >= 20 * MS);
+    CU_ASSERT(el < 1000 * MS);
+    /* a deadline and nothing completing: the deadline is kept */
+    ngot = 0;
+    t0 = now_ns();
+    r = OPS->wait(b, 30 * MS, 16, collect, b);
+    el = now_ns() - t0;
+    CU_ASSERT_EQUAL(r, 0);
+    CU_ASSERT(el >= 30 * MS);
+    CU_ASSERT(el < 1000 * MS);
+    /* two sends complete: both come, long before the batch is full */
+    int cli, srv;
+    CU_ASSERT_FATAL(tcp_pair(&cli, &srv) == 0);
+    static char a[] = "one", c[] = "two";
+    struct iovec v1 = {a, 3}, v2 = {c, 3};
+    ngot = 0;
+    CU_ASSERT_EQUAL(OPS->send(b, srv, &v1, 1, UD_SEND), 0);
+    CU_ASSERT_EQUAL(OPS->send(b, srv, &v2, 1, UD(3, 10)), 0);
+    t0 = now_ns();
+    while (ngot < 2 && now_ns() - t0 < 2000 * MS) CU_ASSERT(OPS->wait(b, -1, 16, collect, b) >= 0);
+    CU_ASSERT(now_ns() - t0 < 1000 * MS);
+    CU_ASSERT(final_of(UD_SEND) && final_of(UD_SEND)->res == 3);
+    CU_ASSERT(final_of(UD(3, 10)) && final_of(UD(3, 10))->res == 3);
+    close(cli);
+    close(srv);
+    /* a wake from another thread ends a batched wait without a deadline */
+    if (!(OPS == &ug__backend_uring && under_valgrind())) {
+        ngot = 0;
+        pthread_t th;
+        CU_ASSERT_FATAL(pthread_create(&th, NULL, waker, b) == 0);
+        t0 = now_ns();
+        r = OPS->wait(b, -1, 16, collect, b);
+        el = now_ns() - t0;
+        pthread_join(th, NULL);
+        CU_ASSERT_EQUAL(r, 0);
+        CU_ASSERT(el >= 50 * MS);
+        CU_ASSERT(el < 1000 * MS);
+    }
+    OPS->destroy(b);
+}
+
 static void test_accept_emfile(void) {
     reset();
     ug__backend *b = mk(64, 64, 4096);
@@ -834,6 +890,7 @@ static CU_TestInfo common_tests[] = {
     {"timer: fires at its deadline", test_timer_fire},
     {"timer: cancel yields ECANCELED", test_timer_cancel},
     {"wake: from another thread", test_wake_thread},
+    {"wait: a batch never holds what completed", test_batch_wait},
     {"accept: EMFILE ends it, re-arm", test_accept_emfile},
     CU_TEST_INFO_NULL,
 };
