@@ -34,9 +34,9 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-/* The longest a backend that batches waits (see wait()) holds a completion that is ready,
- * hoping for more: long enough to gather the requests a busy loop's connections send within
- * it, short beside a network round trip (docs/io_uring.md, "Batched waits"). */
+/* The longest a backend that batches (see wait()) sleeps with a completion ready, hoping for
+ * more: long enough to gather the requests a busy loop's connections send within it, short
+ * beside a network round trip (docs/io_uring.md, "Batched waits"). */
 #define UG__BATCH_WAIT_US 50u
 
 #define UG__CF_MORE 1u   /* the multishot operation stays armed */
@@ -95,8 +95,10 @@ typedef struct ug__backend_ops {
     /* Submit what was queued, wait until at least one completion is ready or timeout_ns
      * passes (-1: no limit, 0: don't wait), then deliver every ready completion to cb.
      * batch (>= 1) is how many completions the core expects soon: a backend that can may
-     * sleep on until that many are ready, but never longer than its batching delay
-     * (UG__BATCH_WAIT_US) once one is (io_uring: the min-wait timeout; epoll ignores it).
+     * sleep on until that many are ready, but returns with what is ready once its batching
+     * delay (UG__BATCH_WAIT_US from the start of the wait) has passed, and at the first
+     * completion after it (io_uring: the min-wait timeout; epoll ignores batch). A wake()
+     * may then be seen up to that delay late.
      * Returns the number delivered or -errno (-EINTR is not an error: returns 0). */
     int (*wait)(ug__backend *b, int64_t timeout_ns, uint32_t batch, ug__completion_cb cb,
                 void *ctx);

@@ -7,9 +7,9 @@
  * Hot-path rules:
  * - one io_uring_enter per wait(): SQEs queued by the core (also from inside the completion
  *   callback) are submitted by the next wait(), together with the wait for completions;
- * - a wait() asked for a batch sleeps until that many completions are ready, or for at most
- *   UG__BATCH_WAIT_US once one is (the kernel's min-wait timeout, 6.12): fewer wake-ups and
- *   entries per request on a busy loop;
+ * - a wait() asked for a batch sleeps until that many completions are ready or, once
+ *   UG__BATCH_WAIT_US have passed since it began, until one is (the kernel's min-wait
+ *   timeout, 6.12): fewer wake-ups and entries per request on a busy loop;
  * - no malloc per operation: data the kernel reads at submission (the msghdr of a sendmsg,
  *   the timespec of a timeout) lives in a side array indexed like the SQE array. With
  *   IORING_FEAT_SUBMIT_STABLE (every kernel that has multishot recv) the kernel copies that
@@ -60,9 +60,12 @@ typedef struct getevents_arg {
     uint32_t min_wait_usec;
     uint64_t ts;
 } getevents_arg;
+_Static_assert(sizeof(getevents_arg) == sizeof(struct io_uring_getevents_arg),
+               "the kernel's getevents argument");
 
 /* A batched wait without a deadline still gives the kernel one: without it the min-wait
- * timer ends the wait even when nothing completed. An idle loop turns once per this. */
+ * timer ends the wait even when nothing completed. A loop that asks for a batch and then
+ * sees nothing turns once per this (it asks for one next time: see wait_batch). */
 #define BATCH_IDLE_NS (INT64_C(60) * 1000000000)
 
 /* Submission-time data of one SQE slot (see the comment at the top). */
@@ -371,8 +374,9 @@ static void internal_cqe(ug__backend *b, uint64_t ud, int32_t res) {
 
 /* Deliver every CQE that is in the CQ now. The tail is sampled once per round: CQEs that
  * callbacks cause (inline completions of a forced submit) are left for the next wait(),
- * which then returns at once. If the CQ overflowed, the overflow list is flushed into the
- * CQ (GETEVENTS) and delivered too, for a bounded number of rounds. */
+ * which then returns at once (a batched one within UG__BATCH_WAIT_US). If the CQ overflowed, the
+ * overflow list is flushed into the CQ (GETEVENTS) and delivered too, for a bounded number of
+ * rounds. */
 static int reap(ug__backend *b, ug__completion_cb cb, void *ctx) {
     struct io_uring *ring = &b->ring;
     const unsigned mask = ring->cq.ring_mask;

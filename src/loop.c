@@ -72,18 +72,21 @@ fail:
     return rc;
 }
 
-/* How many completions a turn would like to wake up for (the backend's wait() bounds the
- * delay). With a request in flight on each of its connections, a busy loop sees about one
- * completion per connection per round trip: waiting for an eighth of them leaves most clients
- * reading their responses while the loop sleeps, and WAIT_BATCH_MAX bounds how long the
- * first of a batch waits for the rest at moderate load. A draining server takes every
- * completion as it comes: the drain's end is not delayed for a batch. */
+/* How many completions a turn would like to wake up for; the backend's wait() bounds how
+ * long it sleeps for them (UG__BATCH_WAIT_US). Only a loop that is busy asks for more than
+ * one: at most what its last wait delivered, so that one active client among idle
+ * connections is answered at once (idle connections complete nothing), and at most an eighth
+ * of its connections, since with a request in flight on each a busy loop sees about one
+ * completion per connection per round trip, and waiting for an eighth leaves most clients
+ * reading their responses while the loop sleeps. WAIT_BATCH_MAX caps the count. A draining
+ * server takes every completion as it comes: the drain's end is not delayed for a batch. */
 #define WAIT_BATCH_DIV 8u
 #define WAIT_BATCH_MAX 32u
 
 static uint32_t wait_batch(const ug__loop *lp) {
     if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING) return 1;
     uint32_t n = ug__loop_conns(lp) / WAIT_BATCH_DIV;
+    if (n > lp->last_reaped) n = lp->last_reaped;
     return n < 1 ? 1 : n > WAIT_BATCH_MAX ? WAIT_BATCH_MAX : n;
 }
 
@@ -310,6 +313,7 @@ int ug__loop_run(ug__loop *lp) {
         if (lp->dirty_head != UG_NONE) wait_ns = 0;
         lp->time_stale = 1;
         int n = lp->be_ops->wait(lp->be, wait_ns, wait_batch(lp), on_completion, lp);
+        lp->last_reaped = n > 0 ? (uint32_t)n : 0;
         if (n < 0) {
             ug__log(lp->srv, UG_LOG_ERROR, "loop %u: backend wait: %s", lp->index, strerror(-n));
             rc = n;

@@ -680,10 +680,9 @@ static long kernel_nofile(void) {
     return v;
 }
 
-/* EMFILE ends the multishot accept; the connection that hit it stays queued. */
-/* A wait asked for a batch still returns with fewer completions: at its deadline, within the
- * batching delay once one is ready, at a wake. A backend that held completions for the batch
- * would stop a lightly loaded loop. */
+/* A wait asked for a batch still returns short of it: at its deadline, within the batching
+ * delay when something is ready, at a wake. A backend that held completions until the batch
+ * was full would stop a lightly loaded loop. */
 static void test_batch_wait(void) {
     reset();
     ug__backend *b = mk(64, 64, 4096);
@@ -737,6 +736,7 @@ static void test_batch_wait(void) {
     OPS->destroy(b);
 }
 
+/* EMFILE ends the multishot accept; the connection that hit it stays queued. */
 static void test_accept_emfile(void) {
     reset();
     ug__backend *b = mk(64, 64, 4096);
@@ -890,7 +890,7 @@ static CU_TestInfo common_tests[] = {
     {"timer: fires at its deadline", test_timer_fire},
     {"timer: cancel yields ECANCELED", test_timer_cancel},
     {"wake: from another thread", test_wake_thread},
-    {"wait: a batch never holds what completed", test_batch_wait},
+    {"wait: a batched wait returns short of its batch", test_batch_wait},
     {"accept: EMFILE ends it, re-arm", test_accept_emfile},
     CU_TEST_INFO_NULL,
 };
