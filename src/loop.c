@@ -74,19 +74,21 @@ fail:
 
 /* How many completions a turn would like to wake up for; the backend's wait() bounds how
  * long it sleeps for them (UG__BATCH_WAIT_US). Only a loop that is busy asks for more than
- * one: at most what its last wait delivered, so that one active client among idle
- * connections is answered at once (idle connections complete nothing), and at most an eighth
- * of its connections, since with a request in flight on each a busy loop sees about one
- * completion per connection per round trip, and waiting for an eighth leaves most clients
- * reading their responses while the loop sleeps. WAIT_BATCH_MAX caps the count. A draining
- * server takes every completion as it comes: the drain's end is not delayed for a batch. */
+ * one. It asks for at most the receives with data and the sends its last wait delivered, so
+ * one active client among idle connections is answered at once: idle connections complete
+ * nothing, and accepts, EOFs, cancels and timers are not traffic that comes again soon. And
+ * for at most an eighth of its connections: with a request in flight on each, a busy loop
+ * sees about one completion per connection per round trip, and waiting for an eighth leaves
+ * most clients reading their responses while the loop sleeps. WAIT_BATCH_MAX caps the count.
+ * A draining server takes every completion as it comes, so the drain's end is not delayed
+ * for a batch. */
 #define WAIT_BATCH_DIV 8u
 #define WAIT_BATCH_MAX 32u
 
 static uint32_t wait_batch(const ug__loop *lp) {
     if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING) return 1;
     uint32_t n = ug__loop_conns(lp) / WAIT_BATCH_DIV;
-    if (n > lp->last_reaped) n = lp->last_reaped;
+    if (n > lp->last_io) n = lp->last_io;
     return n < 1 ? 1 : n > WAIT_BATCH_MAX ? WAIT_BATCH_MAX : n;
 }
 
@@ -270,6 +272,7 @@ static void on_completion(void *arg, const ug__completion *cq) {
         if (cq->flags & UG__CF_BUFFER) lp->be_ops->recv_release(lp->be, cq->buf_id);
         return;
     }
+    lp->wait_io += cq->res > 0;
     if (op == UG_OP_RECV)
         ug__conn_on_recv(lp, c, cq);
     else if (op == UG_OP_SEND)
@@ -312,8 +315,9 @@ int ug__loop_run(ug__loop *lp) {
             wait_ns = next <= lp->now_ms ? 0 : (int64_t)(next - lp->now_ms) * 1000000;
         if (lp->dirty_head != UG_NONE) wait_ns = 0;
         lp->time_stale = 1;
+        lp->wait_io = 0;
         int n = lp->be_ops->wait(lp->be, wait_ns, wait_batch(lp), on_completion, lp);
-        lp->last_reaped = n > 0 ? (uint32_t)n : 0;
+        lp->last_io = lp->wait_io;
         if (n < 0) {
             ug__log(lp->srv, UG_LOG_ERROR, "loop %u: backend wait: %s", lp->index, strerror(-n));
             rc = n;
