@@ -105,6 +105,12 @@ static inline void publish_bufs(ug__backend *b) {
     }
 }
 
+/* A lever switched off for measuring it (tools/bench --lever): its variable set to 1. */
+static bool lever_off(const char *var) {
+    const char *v = getenv(var);
+    return v && v[0] == '1';
+}
+
 /* The ring is created disabled so that the thread which runs the loop, not the one which
  * called create(), becomes its single issuer. Registering the ring fd is per thread too
  * (it saves an fdget/fdput per io_uring_enter), so it is done here as well. */
@@ -114,8 +120,8 @@ static int enable_ring(ug__backend *b) {
     if (r < 0) return r;
     /* Optional (best effort); UGATE_URING_NO_REG_RING=1 leaves it out, for measuring it
      * (tools/bench --lever reg-ring). */
-    const char *no = getenv("UGATE_URING_NO_REG_RING");
-    if (!(no && no[0] == '1')) b->reg_ring = io_uring_register_ring_fd(&b->ring) == 1;
+    if (!lever_off("UGATE_URING_NO_REG_RING"))
+        b->reg_ring = io_uring_register_ring_fd(&b->ring) == 1;
     b->enabled = true;
     return 0;
 }
@@ -196,8 +202,8 @@ static int setup_ring(ug__backend *b, unsigned entries) {
             b->skip_ok = (ip.features & IORING_FEAT_CQE_SKIP) ? IOSQE_CQE_SKIP_SUCCESS : 0;
             /* UGATE_URING_NO_BATCH_WAIT=1 leaves batched waits out, for measuring them
              * (tools/bench --lever batch-wait). */
-            const char *no = getenv("UGATE_URING_NO_BATCH_WAIT");
-            b->batch_ok = (ip.features & IORING_FEAT_MIN_TIMEOUT) && !(no && no[0] == '1');
+            b->batch_ok =
+                (ip.features & IORING_FEAT_MIN_TIMEOUT) && !lever_off("UGATE_URING_NO_BATCH_WAIT");
             /* enter_batched publishes the SQ tail itself, as liburing does, which needs the
              * SQ array to map slot i to SQE i (liburing 2.3 maps it so; versions that map it
              * at each submit map it the same way). */

@@ -447,8 +447,7 @@ struct ug__loop {
     /* time */
     uint64_t now_ms, now_ns;
     int time_stale;   /* set before a wait; the first completion after it reads the clock */
-    uint32_t wait_io; /* receives with data and sends the current wait delivered (wait_batch) */
-    uint32_t last_io; /* the same for the wait before: what the next may batch */
+    uint32_t wait_io; /* receives with data and sends of the last wait: its batch (wait_batch) */
     int64_t date_sec;
     char std_hdrs[UG__STD_HDRS_MAX]; /* the Server line, then the Date line (once a second) */
     uint32_t server_line_len;

@@ -88,7 +88,7 @@ fail:
 static uint32_t wait_batch(const ug__loop *lp) {
     if (ug__gate_state(lp->srv) >= UG_GATE_DRAINING) return 1;
     uint32_t n = ug__loop_conns(lp) / WAIT_BATCH_DIV;
-    if (n > lp->last_io) n = lp->last_io;
+    if (n > lp->wait_io) n = lp->wait_io;
     return n < 1 ? 1 : n > WAIT_BATCH_MAX ? WAIT_BATCH_MAX : n;
 }
 
@@ -315,9 +315,9 @@ int ug__loop_run(ug__loop *lp) {
             wait_ns = next <= lp->now_ms ? 0 : (int64_t)(next - lp->now_ms) * 1000000;
         if (lp->dirty_head != UG_NONE) wait_ns = 0;
         lp->time_stale = 1;
+        uint32_t batch = wait_batch(lp); /* from the last wait's count, before it restarts */
         lp->wait_io = 0;
-        int n = lp->be_ops->wait(lp->be, wait_ns, wait_batch(lp), on_completion, lp);
-        lp->last_io = lp->wait_io;
+        int n = lp->be_ops->wait(lp->be, wait_ns, batch, on_completion, lp);
         if (n < 0) {
             ug__log(lp->srv, UG_LOG_ERROR, "loop %u: backend wait: %s", lp->index, strerror(-n));
             rc = n;
