@@ -460,7 +460,6 @@ struct ug__loop {
     } tq[UG_TQ_COUNT];
     ug__timer_heap timers;
     ug__timer deadline_fallback; /* reserved: the drain deadline if the backend refused it */
-    int deadline_armed;          /* the backend's deadline timer is armed */
 
     uint8_t phase;        /* ug__loop_phase */
     uint8_t forced;       /* it forced connections (or holds): the run returns 1 */

@@ -248,10 +248,7 @@ static void enter_draining(ug__loop *lp) {
         if (lp->slots[i].state != UG_CONN_FREE) ug__conn_drain(lp, &lp->slots[i]);
     if (ug__gate_forcing(srv) == UG_FORCE_IMMEDIATE) return; /* forced right after */
     uint64_t deadline_ns = atomic_load_explicit(&srv->gate.deadline_ns, memory_order_relaxed);
-    if (lp->be_ops->timer(lp->be, deadline_ns, UG_UD(UG_OP_DEADLINE, 0, 0)) == 0) {
-        lp->deadline_armed = 1;
-        return;
-    }
+    if (lp->be_ops->timer(lp->be, deadline_ns, UG_UD(UG_OP_DEADLINE, 0, 0)) == 0) return;
     /* The loop's own timer bounds the drain instead (its slot is reserved). */
     ug__log(srv, UG_LOG_WARN, "drain deadline timer refused: using the loop timer");
     uint64_t deadline_ms = deadline_ns / 1000000u;
@@ -292,10 +289,7 @@ int ug__gate_done(const ug__loop *lp) {
 
 void ug__gate_on_deadline(ug__loop *lp, const ug__completion *cq) {
     ug_server *srv = lp->srv;
-    if (cq) {
-        lp->deadline_armed = 0;
-        if (cq->res == -ECANCELED) return;
-    }
+    if (cq && cq->res == -ECANCELED) return;
     /* Every loop's timer is set to the one deadline; the first to fire publishes it. Nothing
      * is served after it, on any loop: connections still handed over are closed as they
      * arrive, and loops that are not waiting for it (their timer is later in firing) force

@@ -330,7 +330,8 @@ int ug__loop_run(ug__loop *lp) {
     update_time(lp);
     while (!run_posts(lp, 1)) { /* a failed loop still runs what was posted to it */
     }
-    if (lp->deadline_armed) lp->be_ops->timer_cancel(lp->be, UG_UD(UG_OP_DEADLINE, 0, 0));
+    /* A deadline timeout still armed is not removed: the run is not restarted (ug_server_run
+     * runs once), and the timeout goes with the backend at ug_server_free. */
     ug__loop_thread_server = NULL;
     return rc;
 }

@@ -681,7 +681,8 @@ static void test_shutdown_no_connections(void) {
     CU_ASSERT_EQUAL(rep.conns_at_close, 0);
     CU_ASSERT_EQUAL(rep.conns_forced, 0);
     CU_ASSERT_EQUAL(ug_server_state(srv), UG_GATE_CLOSED);
-    CU_ASSERT_EQUAL(mock_count(MK_TIMER_CANCEL, -1, from), 1); /* the deadline is disarmed */
+    /* The deadline timer still armed is left to the backend's teardown at ug_server_free. */
+    CU_ASSERT_EQUAL(mock_count(MK_TIMER_CANCEL, -1, from), 0);
     CU_ASSERT_EQUAL(ug_server_shutdown(srv, NULL), -ESHUTDOWN);
     finish();
 }
