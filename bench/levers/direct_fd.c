@@ -3,7 +3,8 @@
  * bench/anchors/limit/limit_uring.c (multishot accept, multishot recv on a buffer ring, one
  * fixed response per "\r\n\r\n", no parsing, no timers) that, unlike it, sends through the ring
  * and closes as ugate does (send, shutdown SHUT_WR, read to the client's FIN, close), so that
- * the one thing that differs between its modes is how the socket is named:
+ * what differs between direct and fd is how a socket is named, and so where its shutdown and
+ * close can run (fd-ringshut separates the two):
  *
  *   fd          regular descriptors; shutdown(2) and close(2) called inline, as ugate does
  *   fd-ringshut regular descriptors; IORING_OP_SHUTDOWN and IORING_OP_CLOSE (the costs of the
@@ -49,7 +50,8 @@ struct conn {
     unsigned sent;               /* of those, sent so far */
     unsigned char eof;           /* the client's FIN (or an error) was read */
     unsigned char shut;          /* the response is out and SHUT_WR issued (close mode) */
-    unsigned char shut_inflight; /* IORING_OP_SHUTDOWN not completed: the close waits */
+    unsigned char shut_inflight; /* IORING_OP_SHUTDOWNs not completed: the close waits */
+    unsigned char answered;      /* close mode: its one response is queued, what follows ignored */
     unsigned char close_wanted;
     unsigned char closing;
 };
@@ -114,6 +116,9 @@ static void conn_close(int id) {
     else
         io_uring_prep_close(s, id);
     io_uring_sqe_set_data64(s, UD(OP_CLOSE, id));
+    /* Reset now, not at the close's completion: nothing is armed on the id any more, and
+     * the kernel cannot hand it to an accept before the close has run. */
+    memset(c, 0, sizeof *c);
 }
 static void send_more(int id) {
     struct conn *c = &conns[id];
@@ -132,12 +137,15 @@ static void send_more(int id) {
         struct io_uring_sqe *s = sqe();
         io_uring_prep_shutdown(s, id, SHUT_WR);
         named(s);
-        c->shut_inflight = 1;
+        c->shut_inflight++;
         io_uring_sqe_set_data64(s, UD(OP_SHUT, id));
         return;
     }
     unsigned k = c->pending < MAX_BATCH ? c->pending : MAX_BATCH;
-    if (close_each) k = 1; /* one response per connection */
+    if (close_each) { /* one response per connection */
+        k = 1;
+        c->answered = 1;
+    }
     c->pending = close_each ? 0 : c->pending - k;
     c->sending = k * resp_len;
     c->sent = 0;
@@ -260,7 +268,7 @@ int main(int argc, char **argv) {
                 }
                 unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
                 const char *b = bufs + (size_t)bid * BUFSZ;
-                for (int j = 3; j < res; j++)
+                for (int j = 3; j < res && !c->answered; j++)
                     if (b[j] == '\n' && b[j - 1] == '\r' && b[j - 2] == '\n' && b[j - 3] == '\r')
                         c->pending++;
                 io_uring_buf_ring_add(br, (void *)b, BUFSZ, (unsigned short)bid,
@@ -276,13 +284,15 @@ int main(int argc, char **argv) {
                     c->pending = 0;
                     if (!ring_close) {
                         shutdown(id, SHUT_RDWR);
-                        break;
+                    } else {
+                        struct io_uring_sqe *s = sqe();
+                        io_uring_prep_shutdown(s, id, SHUT_RDWR);
+                        named(s);
+                        c->shut_inflight++;
+                        io_uring_sqe_set_data64(s, UD(OP_SHUT, id));
                     }
-                    struct io_uring_sqe *s = sqe();
-                    io_uring_prep_shutdown(s, id, SHUT_RDWR);
-                    named(s);
-                    c->shut_inflight = 1;
-                    io_uring_sqe_set_data64(s, UD(OP_SHUT, id));
+                    /* the receive ended already: nothing else will close (after the shutdown) */
+                    if (c->eof) conn_close(id);
                     break;
                 }
                 c->sent += (unsigned)res;
@@ -299,11 +309,10 @@ int main(int argc, char **argv) {
                     conn_close(id);
                 break;
             case OP_SHUT: /* its result is of no use: the receive's end closes */
-                c->shut_inflight = 0;
-                if (c->close_wanted) conn_close(id);
+                c->shut_inflight--;
+                if (!c->shut_inflight && c->close_wanted) conn_close(id);
                 break;
-            case OP_CLOSE:
-                memset(c, 0, sizeof *c);
+            case OP_CLOSE: /* the connection's state went when the close was issued */
                 break;
             }
         }
