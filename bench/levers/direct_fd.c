@@ -53,7 +53,6 @@ struct conn {
     unsigned char shut_inflight; /* IORING_OP_SHUTDOWNs not completed: the close waits */
     unsigned char answered;      /* close mode: its one response is queued, what follows ignored */
     unsigned char close_wanted;
-    unsigned char closing;
 };
 static struct conn conns[MAX_CONNS];
 static struct io_uring ring;
@@ -92,11 +91,28 @@ static void arm_recv(int id) {
     s->buf_group = BGID;
     io_uring_sqe_set_data64(s, UD(OP_RECV, id));
 }
+static void post_send(int id, unsigned off) {
+    struct io_uring_sqe *s = sqe();
+    io_uring_prep_send(s, id, out + off, conns[id].sending - off, MSG_NOSIGNAL);
+    named(s);
+    io_uring_sqe_set_data64(s, UD(OP_SEND, id));
+}
+/* A failure needs nothing more: the receive ends, and its end closes. */
+static void conn_shutdown(int id, int how) {
+    if (!ring_close) {
+        (void)shutdown(id, how);
+        return;
+    }
+    struct io_uring_sqe *s = sqe();
+    io_uring_prep_shutdown(s, id, how);
+    named(s);
+    conns[id].shut_inflight++;
+    io_uring_sqe_set_data64(s, UD(OP_SHUT, id));
+}
 /* Only once the multishot receive has ended (c->eof): the ring's request holds the file, so
  * its last completion must come before the id can be reused. */
 static void conn_close(int id) {
     struct conn *c = &conns[id];
-    if (c->closing) return;
     if (c->shut_inflight) {
         /* The kernel runs a shutdown on an io-wq worker and looks its descriptor (or table
          * index) up there, at issue: closed before that, the id may already name the next
@@ -104,7 +120,6 @@ static void conn_close(int id) {
         c->close_wanted = 1;
         return;
     }
-    c->closing = 1;
     if (!ring_close) {
         close(id);
         memset(c, 0, sizeof *c);
@@ -122,23 +137,15 @@ static void conn_close(int id) {
 }
 static void send_more(int id) {
     struct conn *c = &conns[id];
-    if (c->sending || c->closing) return;
+    if (c->sending) return;
     if (!c->pending) {
-        if (!close_each || c->shut || c->sending) return;
+        if (!close_each || c->shut) return;
         if (c->eof) { /* the client is gone already: nothing to linger for */
             conn_close(id);
             return;
         }
         c->shut = 1;
-        if (!ring_close) {
-            (void)shutdown(id, SHUT_WR); /* a failure: the receive's end closes */
-            return;
-        }
-        struct io_uring_sqe *s = sqe();
-        io_uring_prep_shutdown(s, id, SHUT_WR);
-        named(s);
-        c->shut_inflight++;
-        io_uring_sqe_set_data64(s, UD(OP_SHUT, id));
+        conn_shutdown(id, SHUT_WR);
         return;
     }
     unsigned k = c->pending < MAX_BATCH ? c->pending : MAX_BATCH;
@@ -149,10 +156,7 @@ static void send_more(int id) {
     c->pending = close_each ? 0 : c->pending - k;
     c->sending = k * resp_len;
     c->sent = 0;
-    struct io_uring_sqe *s = sqe();
-    io_uring_prep_send(s, id, out, c->sending, MSG_NOSIGNAL);
-    named(s);
-    io_uring_sqe_set_data64(s, UD(OP_SEND, id));
+    post_send(id, 0);
 }
 
 int main(int argc, char **argv) {
@@ -275,38 +279,26 @@ int main(int argc, char **argv) {
                                       io_uring_buf_ring_mask(NBUF), 0);
                 io_uring_buf_ring_advance(br, 1);
                 send_more(id);
-                if (!(cqe->flags & IORING_CQE_F_MORE) && !c->closing) arm_recv(id);
+                if (!(cqe->flags & IORING_CQE_F_MORE)) arm_recv(id);
                 break;
             }
             case OP_SEND:
                 if (res <= 0) { /* the receive ends at the shutdown, and its end closes */
                     c->sending = 0;
                     c->pending = 0;
-                    if (!ring_close) {
-                        shutdown(id, SHUT_RDWR);
-                    } else {
-                        struct io_uring_sqe *s = sqe();
-                        io_uring_prep_shutdown(s, id, SHUT_RDWR);
-                        named(s);
-                        c->shut_inflight++;
-                        io_uring_sqe_set_data64(s, UD(OP_SHUT, id));
-                    }
+                    conn_shutdown(id, SHUT_RDWR);
                     /* the receive ended already: nothing else will close (after the shutdown) */
                     if (c->eof) conn_close(id);
                     break;
                 }
                 c->sent += (unsigned)res;
                 if (c->sent < c->sending) { /* short: the rest */
-                    struct io_uring_sqe *s = sqe();
-                    io_uring_prep_send(s, id, out + c->sent, c->sending - c->sent, MSG_NOSIGNAL);
-                    named(s);
-                    io_uring_sqe_set_data64(s, UD(OP_SEND, id));
+                    post_send(id, c->sent);
                     break;
                 }
                 c->sending = 0;
                 send_more(id);
-                if (c->eof && !c->sending && !c->closing && (!close_each || c->shut))
-                    conn_close(id);
+                if (c->eof && !c->sending && (!close_each || c->shut)) conn_close(id);
                 break;
             case OP_SHUT: /* its result is of no use: the receive's end closes */
                 c->shut_inflight--;
